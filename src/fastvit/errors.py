@@ -1,0 +1,17 @@
+"""Exceptions raised by fastvit. The command line turns each into a one-line message."""
+
+
+class FastViTError(Exception):
+    """Base class of every error fastvit raises on purpose."""
+
+
+class UnknownModelError(FastViTError, ValueError):
+    """A model name or pretrained tag that is not registered."""
+
+
+class CheckpointError(FastViTError):
+    """A weights file that cannot be read, converted or loaded."""
+
+
+class ImageLoadError(FastViTError):
+    """An image file that cannot be opened or decoded."""
