@@ -1,10 +1,11 @@
 """Model statistics computed from the network itself: parameters, MACs and activations.
 
-MACs and activations follow the conventions behind timm's model cards (fvcore's counters):
-a multiply-accumulate per weight use in convolutions and matrix products (attention included),
-two per element for eval-mode BatchNorm and five for LayerNorm; activations are the output
-elements of convolutions and matrix products. Element-wise ops count as zero. The forward pass
-runs on the meta device, so even the largest variant costs no memory or compute.
+MACs and activations follow the conventions behind timm's model cards and benchmark CSVs
+(fvcore's counters): one multiply-accumulate per weight use in convolutions and matrix
+products (attention's included, as in timm's PyTorch 2.4 CSVs), two per element for eval-mode
+BatchNorm and five for LayerNorm; activations are the output elements of convolutions and
+matrix products. Element-wise ops and pooling count as zero. The forward pass runs on the meta
+device, so even the largest variant costs no memory or compute.
 """
 
 from __future__ import annotations
@@ -39,12 +40,6 @@ def _addmm(args, out) -> tuple[int, int]:
     return out.numel() * args[1].shape[-1], out.numel()
 
 
-def _attention(args, out) -> tuple[int, int]:
-    query, key = args[0], args[1]
-    scores = _numel(query.shape[:-1]) * key.shape[-2]
-    return 2 * scores * query.shape[-1], out[0].numel()
-
-
 def _batch_norm(args, out) -> tuple[int, int]:
     return 2 * args[0].numel(), 0
 
@@ -58,9 +53,7 @@ _COUNTERS = {
     aten.mm: _matmul,
     aten.bmm: _matmul,
     aten.addmm: _addmm,
-    aten._scaled_dot_product_flash_attention_for_cpu: _attention,
-    aten._scaled_dot_product_efficient_attention: _attention,
-    aten._scaled_dot_product_flash_attention: _attention,
+    aten.native_batch_norm: _batch_norm,
     aten._native_batch_norm_legit_no_training: _batch_norm,
     aten.native_layer_norm: _layer_norm,
 }

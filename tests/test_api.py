@@ -1,0 +1,177 @@
+"""The timm-style API: names, create_model options, the card's three usages and their shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastvit
+from conftest import synthetic_model
+from fastvit.errors import UnknownModelError
+from fastvit.layers import LayerNorm2d
+
+T8_MAPS = [(48, 64, 64), (96, 32, 32), (192, 16, 16), (384, 8, 8)]
+
+
+def test_list_models_matches_timm_registry():
+    assert fastvit.list_models() == [
+        "fastvit_ma36", "fastvit_mci0", "fastvit_mci1", "fastvit_mci2", "fastvit_mci3", "fastvit_mci4",
+        "fastvit_s12", "fastvit_sa12", "fastvit_sa24", "fastvit_sa36", "fastvit_t8", "fastvit_t12",
+    ]
+    pretrained = fastvit.list_models(pretrained=True)
+    assert len(pretrained) == 21
+    assert "fastvit_t8.apple_dist_in1k" in pretrained and "fastvit_mci4.apple_mclip2_dfndr2b" in pretrained
+    assert fastvit.list_models("*t8*") == ["fastvit_t8"]
+    assert fastvit.list_models("fastvit_mci*", pretrained=True, include_tags=False)[:1] == ["fastvit_mci0"]
+    assert fastvit.list_models("fastvit_sa*", exclude_filters="*sa36") == ["fastvit_sa12", "fastvit_sa24"]
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("fastvit_t9", "fastvit_t8"), ("fastvit_sa12.apple_in1", "fastvit_sa12.apple_in1k"), ("fastvit-t12", "fastvit_t12")],
+)
+def test_unknown_names_suggest_close_ones(name, expected):
+    with pytest.raises(UnknownModelError, match=expected):
+        fastvit.create_model(name)
+
+
+def test_pretrained_cfg_is_timms():
+    cfg = fastvit.create_model("fastvit_t8").pretrained_cfg
+    assert cfg["architecture"] == "fastvit_t8" and cfg["tag"] == "apple_in1k"
+    assert cfg["hf_hub_id"] == "timm/fastvit_t8.apple_in1k"
+    assert cfg["input_size"] == (3, 256, 256) and cfg["crop_pct"] == 0.9 and cfg["interpolation"] == "bicubic"
+    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
+    assert cfg["first_conv"] == ("stem.0.conv_kxk.0.conv", "stem.0.conv_scale.conv") and cfg["classifier"] == "head.fc"
+    assert cfg["license"] == "fastvit-license" and cfg["metrics"]["top1"] == 76.184
+    assert fastvit.get_pretrained_cfg("fastvit_ma36.apple_dist_in1k")["crop_pct"] == 0.95
+    mci0 = fastvit.get_pretrained_cfg("fastvit_mci0")
+    assert mci0["tag"] == "apple_mclip" and mci0["hf_hub_id"] == "apple/mobileclip_s0_timm" and mci0["num_classes"] == 512
+    assert fastvit.get_pretrained_cfg("fastvit_mci0.apple_mclip2_dfndr2b")["crop_pct"] == 1.0
+    mci3 = fastvit.get_pretrained_cfg("fastvit_mci3")
+    assert mci3["mean"] == (0.48145466, 0.4578275, 0.40821073) and mci3["pool_size"] == (4, 4)
+    assert mci3["first_conv"] == "stem.0.conv_kxk.0.conv" and mci3["license"] == "apple-amlr"
+    assert fastvit.create_model("fastvit_mci2").num_classes == 512
+
+
+@pytest.fixture(scope="module")
+def t8():
+    return synthetic_model("fastvit_t8")
+
+
+def test_card_usages_shapes(t8):
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert t8(x).shape == (1, 1000)
+        features = t8.forward_features(x)
+        assert features.shape == (1, 768, 8, 8)
+        assert t8.forward_head(features, pre_logits=True).shape == (1, 768)
+        assert t8.num_features == t8.head_hidden_size == 768
+        embedder = synthetic_model("fastvit_t8", num_classes=0)
+        embedding = embedder(x)
+        assert embedding.shape == (1, 768)
+        torch.testing.assert_close(embedding, t8.forward_head(features, pre_logits=True))
+        maps = synthetic_model("fastvit_t8", features_only=True)(x)
+        assert [tuple(m.shape[1:]) for m in maps] == T8_MAPS
+
+
+def test_features_only_selection_and_info():
+    model = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(1, 3))
+    assert model.feature_info.channels() == [96, 384]
+    assert model.feature_info.reduction() == [8, 32]
+    assert model.feature_info.module_name() == ["stages.1", "stages.3"]
+    x = torch.randn(1, 3, 256, 256)
+    assert [tuple(m.shape[1:]) for m in model(x)] == [T8_MAPS[1], T8_MAPS[3]]
+    assert [m.shape[1] for m in fastvit.create_model("fastvit_t8", features_only=True, out_indices=2)(x)] == [192, 384]
+    assert [m.shape[1] for m in fastvit.create_model("fastvit_t8", features_only=True, out_indices=(-1,))(x)] == [384]
+    shallow = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(0,))
+    assert not any(name.startswith("stages_1") for name, _ in shallow.named_children())
+    with torch.device("meta"):
+        five = fastvit.create_model("fastvit_mci3", features_only=True, out_indices=(0, 1, 2, 3, 4))
+    assert five.feature_info.reduction() == [4, 8, 16, 32, 64]
+    with pytest.raises(ValueError, match="out of range"):
+        fastvit.create_model("fastvit_t8", features_only=True, out_indices=(4,))
+
+
+def test_forward_intermediates(t8):
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        final, maps = t8.forward_intermediates(x)
+        assert final.shape == (1, 768, 8, 8) and [tuple(m.shape[1:]) for m in maps] == T8_MAPS
+        torch.testing.assert_close(final, t8.forward_features(x))
+        last_two = t8.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert [m.shape[1] for m in last_two] == [192, 384]
+    torch.testing.assert_close(last_two[1], maps[3])
+
+
+def test_prune_intermediate_layers():
+    model = fastvit.create_model("fastvit_t8")
+    assert model.prune_intermediate_layers(indices=(1,)) == [1]
+    out = model(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 96, 8, 8) and model.num_features == 96 and len(model.stages) == 2
+
+
+def test_reset_classifier_and_pooling(t8):
+    model = synthetic_model("fastvit_t8")
+    model.reset_classifier(10)
+    x = torch.randn(2, 3, 64, 64)
+    assert model(x).shape == (2, 10) and model.get_classifier().out_features == 10
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 768)
+    model.reset_classifier(0, global_pool="")
+    assert model(x).shape == (2, 768, 2, 2)
+    model.reset_classifier(5, global_pool="catavgmax")
+    assert model(x).shape == (2, 5) and model.head_hidden_size == 1536
+    assert fastvit.create_model("fastvit_t8", global_pool="max", num_classes=3)(x).shape == (2, 3)
+    with pytest.raises(ValueError, match="global_pool"):
+        fastvit.create_model("fastvit_t8", global_pool="")
+    with pytest.raises(ValueError, match="global_pool"):
+        fastvit.create_model("fastvit_t8", global_pool="median")
+
+
+@pytest.mark.parametrize("in_chans", [1, 4])
+def test_in_chans(in_chans):
+    model = fastvit.create_model("fastvit_t8", in_chans=in_chans).eval()
+    assert model(torch.randn(1, in_chans, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize(
+    "size, maps",
+    [((224, 224), [56, 28, 14, 7]), ((225, 225), [57, 29, 15, 8]), ((97, 131), [(25, 33), (13, 17), (7, 9), (4, 5)])],
+)
+def test_any_input_size(t8, size, maps):
+    with torch.no_grad():
+        _, intermediates = t8.forward_intermediates(torch.randn(1, 3, *size))
+    expected = [m if isinstance(m, tuple) else (m, m) for m in maps]
+    assert [tuple(m.shape[2:]) for m in intermediates] == expected
+
+
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
+def test_channels_last_input(name):
+    model = synthetic_model(name)
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        expected = model(x)
+        assert (model(x.to(memory_format=torch.channels_last)) - expected).abs().max() <= 1e-4 * expected.abs().max()
+        fast = model.to(memory_format=torch.channels_last)
+        actual = fast(x.to(memory_format=torch.channels_last))
+    assert (actual - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_layer_norm_2d_accepts_channels_last():
+    norm = LayerNorm2d(16, eps=1e-5)
+    x = torch.randn(2, 16, 5, 7)
+    expected = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (16,), eps=1e-5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(norm(x.to(memory_format=torch.channels_last)), expected)
+
+
+def test_drop_rates_only_act_in_training():
+    model = synthetic_model("fastvit_t8", drop_rate=0.5, drop_path_rate=0.3, proj_drop_rate=0.1)
+    rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.3) and min(rates) > 0
+    assert model.head.drop.p == 0.5
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+        model.train()
+        assert not torch.allclose(model(x), model(x))
