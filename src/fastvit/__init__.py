@@ -1,8 +1,10 @@
 """fastvit: Apple's FastViT image models in PyTorch, under timm's names."""
 
-from .errors import CheckpointError, FastViTError, ImageLoadError, UnknownModelError
+from .data import create_transform, imagenet_classes, load_image, resolve_data_config, resolve_model_data_config
+from .errors import CheckpointError, FastViTError, ImageLoadError, UnknownModelError, WeightsUnavailableError
 from .model import FastVit, FastVitFeatures
 from .registry import create_model, get_pretrained_cfg, list_models, list_pretrained
 from .reparam import reparameterize
+from .stats import model_info
 
 __version__ = "0.1.0"

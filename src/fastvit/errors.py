@@ -13,5 +13,10 @@ class CheckpointError(FastViTError):
     """A weights file that cannot be read, converted or loaded."""
 
 
+class WeightsUnavailableError(CheckpointError):
+    """Pretrained weights that are neither in the local Hugging Face cache nor downloadable
+    (offline mode, or the Hub cannot be reached)."""
+
+
 class ImageLoadError(FastViTError):
     """An image file that cannot be opened or decoded."""

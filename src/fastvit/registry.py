@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import re
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
-from .errors import UnknownModelError
+from .errors import CheckpointError, UnknownModelError
 from .model import FastVit, FastVitFeatures
+from .reparam import reparameterize
 from .variants import VARIANTS, PretrainedCfg, Variant
 
 
@@ -81,40 +84,102 @@ def get_pretrained_cfg(name: str) -> dict:
     return variant.tags[tag].to_dict(variant.name, tag)
 
 
-def _pretrained_cfg(name: str, overlay: dict | None) -> dict:
-    cfg = get_pretrained_cfg(name)
+HF_HUB_PREFIX = "hf-hub:"
+"""Model names starting with this name a Hugging Face Hub repo: ``hf-hub:org/name[@revision]``."""
+_WEIGHT_SOURCE_KEYS = ("file", "hf_hub_revision", "hf_hub_filename")
+"""Overlay keys that pick other weights: a local file, a Hub revision, a Hub file name."""
+
+
+def _apply_overlay(cfg: dict, overlay: dict | None) -> dict:
     for key, value in (overlay or {}).items():
-        if key not in cfg and key != "file":
+        if key not in cfg and key not in _WEIGHT_SOURCE_KEYS:
             raise ValueError(f"unknown pretrained_cfg_overlay key {key!r}; known: {', '.join(cfg)}")
         cfg[key] = value
     return cfg
+
+
+def _hub_pretrained_cfg(hub_id: str, cache_dir: str | os.PathLike[str] | None) -> tuple[Variant, dict]:
+    """Variant and pretrained_cfg of an ``org/name[@revision]`` Hub repo, from its config.json.
+
+    The repo's values win; fields it leaves empty (its ``first_conv`` is often null) come from
+    our cfg of the same weights, or of the variant's default tag for weights we do not list.
+    """
+    from .weights import read_hub_config, split_hub_id
+
+    repo_id, revision = split_hub_id(hub_id)
+    config = read_hub_config(repo_id, revision, cache_dir)
+    hub_cfg = config.get("pretrained_cfg", config)
+    architecture = config.get("architecture") or hub_cfg.get("architecture")
+    if not architecture:
+        raise CheckpointError(f"config.json of Hugging Face Hub repo {repo_id!r} names no architecture")
+    variant = get_variant(architecture)
+    listed = [tag for tag, weights in variant.tags.items() if weights.hf_hub_id == repo_id]
+    base = get_pretrained_cfg(f"{variant.name}.{listed[0]}" if listed else variant.name)
+    if not listed:
+        base.update(tag="", metrics={})
+    cfg = {**base, **{key: tuple(v) if isinstance(v, list) else v for key, v in hub_cfg.items() if v is not None}}
+    if "num_classes" in config:
+        cfg["num_classes"] = config["num_classes"]
+    cfg.update(architecture=variant.name, hf_hub_id=repo_id, hf_hub_revision=revision, source="hf-hub")
+    return variant, cfg
 
 
 def create_model(
     model_name: str,
     pretrained: bool = False,
     pretrained_cfg_overlay: dict | None = None,
-    checkpoint_path: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | int = (0, 1, 2, 3),
     **kwargs,
 ) -> nn.Module:
     """Build a FastViT by timm name, e.g. ``create_model("fastvit_t8.apple_in1k", pretrained=True)``.
 
-    Keyword arguments go to :class:`~fastvit.model.FastVit` (``num_classes``, ``in_chans``,
-    ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``inference_mode``, ...). ``num_classes``
-    defaults to the pretrained tag's. ``features_only`` returns the stage outputs selected by
-    ``out_indices`` (indices, or an int for the last n; the first four by default, as in timm).
-    """
-    variant = get_variant(model_name)
-    cfg = _pretrained_cfg(model_name, pretrained_cfg_overlay)
-    kwargs.setdefault("num_classes", 0 if features_only else cfg["num_classes"])
-    model = FastVit(variant.arch, **kwargs)
-    model.pretrained_cfg = cfg
-    if pretrained or checkpoint_path:
-        from .weights import load_pretrained
+    ``model_name`` is ``variant``, ``variant.tag`` or ``hf-hub:org/name[@revision]`` (a Hub repo
+    with a timm ``config.json``). Keyword arguments go to :class:`~fastvit.model.FastVit`
+    (``num_classes``, ``in_chans``, ``global_pool``, ``drop_rate``, ``drop_path_rate``,
+    ``inference_mode``, ...). ``num_classes`` defaults to the pretrained tag's. ``features_only``
+    returns the stage outputs selected by ``out_indices`` (indices, or an int for the last n; the
+    first four by default, as in timm).
 
-        load_pretrained(model, cfg, checkpoint_path=checkpoint_path, pretrained=pretrained)
+    Weights (see :mod:`fastvit.weights`): ``pretrained=True`` loads the tag's weights from the
+    Hugging Face Hub cache (``cache_dir`` overrides HF_HUB_CACHE), downloading them if needed;
+    ``pretrained_cfg_overlay=dict(file=PATH)`` loads a local file instead and
+    ``dict(hf_hub_revision=REV)`` another revision. ``checkpoint_path=PATH`` loads a local file in
+    place of any pretrained weights (timm loads both, one over the other). Any published FastViT
+    layout loads, strictly; the model is built on the meta device and takes the file's tensors.
+    Fused (reparameterized) weights give a fused model; ``inference_mode=True`` folds unfused ones.
+    """
+    if model_name.startswith(HF_HUB_PREFIX):
+        variant, cfg = _hub_pretrained_cfg(model_name[len(HF_HUB_PREFIX):], cache_dir)
+    else:
+        variant, cfg = get_variant(model_name), get_pretrained_cfg(model_name)
+    cfg = _apply_overlay(cfg, pretrained_cfg_overlay)
+    kwargs.setdefault("num_classes", 0 if features_only else cfg["num_classes"])
+    if pretrained or checkpoint_path:
+        model = _create_with_weights(variant, cfg, checkpoint_path, cache_dir, **kwargs)
+    else:
+        model = FastVit(variant.arch, **kwargs)
+    model.pretrained_cfg = cfg
     if features_only:
         model = FastVitFeatures(model, out_indices)
     return model
+
+
+def _create_with_weights(
+    variant: Variant,
+    cfg: dict,
+    checkpoint_path: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    inference_mode: bool = False,
+    **kwargs,
+) -> FastVit:
+    """Build unfused on the meta device (no wasted random init), load, then fold if asked:
+    the weights decide the form they load in, and unfused weights fold exactly."""
+    from .weights import load_pretrained
+
+    with torch.device("meta"):
+        model = FastVit(variant.arch, **kwargs)
+    load_pretrained(model, cfg, checkpoint_path=checkpoint_path, cache_dir=cache_dir)
+    return reparameterize(model, inplace=True) if inference_mode else model
