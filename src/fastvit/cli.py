@@ -1,7 +1,10 @@
 """The ``fastvit`` command: parse arguments, call the library, print.
 
 Heavy modules are imported inside the commands that need them, so ``fastvit --help`` and
-``fastvit list`` start fast. Every expected failure ends as one line on stderr and exit code 2.
+``fastvit list`` start fast. Every expected failure ends as one line on stderr and a non-zero
+exit code: 1 for bad input images (``--strict``, or none readable), 2 for anything else.
+``predict``, ``embed`` and ``features`` run :class:`fastvit.batch.BatchJob`: any mix of files,
+folders, globs and lists, resumable with ``--out``, sharded under ``torchrun -m fastvit``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
 
-from .errors import FastViTError
+from .errors import FastViTError, ImageLoadError
 
 DEFAULT_MODEL = "fastvit_t8.apple_in1k"
+
+EXIT_OK = 0
+EXIT_BAD_INPUTS = 1  # --strict stopped at a file that cannot be read, or no input could be read
+EXIT_ERROR = 2  # arguments, model, weights, inputs or resume state: nothing was computed
+EXIT_INTERRUPTED = 130
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -58,71 +68,176 @@ def _load_model(args: argparse.Namespace, **kwargs):
     return model.eval()
 
 
-def _load_batch(paths: Sequence[str], model):
-    import torch
+def _batch_job(args: argparse.Namespace, model, output):
+    """The batch job of a predict/embed/features command: its settings, model call and pipeline."""
+    from PIL import Image
 
-    from .data import create_transform, load_image, resolve_data_config
+    from .batch import BatchJob, JobSettings, PipelineOptions, Ranks, default_device, default_workers, make_forward
+    from .data import resolve_data_config
 
-    transform = create_transform(**resolve_data_config(model=model))
-    return torch.stack([transform(load_image(path)) for path in paths])
+    ranks = Ranks.from_env()
+    device = args.device or default_device(ranks.local_rank)
+    settings = JobSettings(
+        model=args.model,
+        checkpoint=args.checkpoint,
+        data_config=resolve_data_config(model=model),
+        output=output,
+        precision=args.precision,
+        backend=args.backend,
+        chunk_size=args.chunk_size,
+        max_image_pixels=Image.MAX_IMAGE_PIXELS if args.max_image_pixels is None else (args.max_image_pixels or None),
+    )
+    options = PipelineOptions(
+        batch_size=args.batch_size,
+        workers=default_workers(ranks.local_world_size) if args.workers is None else args.workers,
+        pin_memory=device.type == "cuda",
+        strict=args.strict,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    return BatchJob(settings, make_forward(model, args.precision, args.backend, device), options)
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    import torch
+def _run_to_files(args: argparse.Namespace, job, writer, out: Path) -> int:
+    """Run a job that writes files; print its summary (rank 0 only under torchrun)."""
+    from .batch_store import JobFiles
 
+    files = JobFiles.for_output(out)
+    report = job.run_to_files(args.inputs, writer, files, files_from=args.files_from, overwrite=args.overwrite)
+    if report is None:  # another rank writes the outputs
+        return EXIT_OK
+    if not args.quiet:
+        _print_summary(report, out, files.errors)
+    return EXIT_OK if report.images else EXIT_BAD_INPUTS
+
+
+def _print_summary(report, out: Path, errors: Path) -> None:
+    skipped = f", skipped: {report.skipped} (listed in {errors})" if report.skipped else ""
+    counts = f"images: {report.images}{skipped}"
+    if report.already_finished:
+        print(f"{out} is up to date ({counts}): an earlier run of this command made it")
+        return
+    print(counts + (f"; {report.resumed} inputs were done by an earlier run" if report.resumed else ""))
+    run = report.run
+    print(f"this run: {run.images} in {run.seconds:.1f} s, {run.images_per_second:.1f} images/s")
+    print(f"wrote {', '.join(str(path) for path in report.files)}")
+
+
+def _run_in_memory(args: argparse.Namespace, job, paths: Sequence[str]):
+    """Run a job whose results are printed: no files, no resuming; report skipped files on stderr."""
+    from .batch import Ranks
+
+    if Ranks.from_env().world_size > 1:
+        raise FastViTError("under torchrun, give --out: the processes combine their results in files")
+    result = job.run_in_memory(paths)
+    for chunk in result.chunks:
+        for position, reason in chunk.failures():
+            print(f"fastvit {args.command}: skipped {result.paths[position]}: {reason}", file=sys.stderr)
+    return result
+
+
+def _output_suffix(out: Path, formats: Sequence[str]) -> str:
+    if out.suffix.lower() not in formats:
+        raise FastViTError(f"--out {out}: unknown output format; expected a name ending in {', '.join(formats)}")
+    return out.suffix.lower()
+
+
+def _predictions_writer(out: Path, labels: Sequence[str], top_k: int):
+    from .batch_store import PredictionsCsv, PredictionsJsonl, PredictionsParquet
+
+    suffix = _output_suffix(out, (".csv", ".jsonl", ".parquet"))
+    if suffix == ".csv":
+        return PredictionsCsv(out, labels, top_k)
+    if suffix == ".jsonl":
+        return PredictionsJsonl(out, labels)
+    return PredictionsParquet(out, labels)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .batch import TopK, collect_inputs
     from .data import imagenet_classes
 
+    labels = imagenet_classes()
+    writer = _predictions_writer(Path(args.out), labels, args.top_k) if args.out else None
     model = _load_model(args)
-    if model.num_classes != 1000:
+    if model.num_classes != len(labels):
         raise FastViTError(
             f"{args.model} outputs {model.num_classes} values that are not ImageNet classes; use 'fastvit embed'"
         )
-    with torch.inference_mode():
-        probs = model(_load_batch(args.images, model)).softmax(dim=-1)
-    top = probs.topk(min(args.top_k, probs.shape[-1]))
-    classes = imagenet_classes()
-    results = [
+    job = _batch_job(args, model, TopK(args.top_k))
+    if writer is not None:
+        return _run_to_files(args, job, writer, Path(args.out))
+    result = _run_in_memory(args, job, collect_inputs(args.inputs, args.files_from))
+    predictions = [
         {
-            "image": path,
+            "image": result.paths[position],
             "top_k": [
-                {"index": int(i), "label": classes[int(i)], "probability": round(float(p), 6)}
-                for p, i in zip(values, indices)
+                {"index": index, "label": labels[index], "probability": round(probability, 6)}
+                for index, probability in zip(row["indices"].tolist(), row["probabilities"].tolist())
             ],
         }
-        for path, values, indices in zip(args.images, top.values, top.indices)
+        for chunk in result.chunks
+        for position, row in chunk.rows()
     ]
-    if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-        return
-    for result in results:
-        print(result["image"])
-        for rank, entry in enumerate(result["top_k"], 1):
-            print(f"  {rank}. {entry['probability'] * 100:6.2f}%  {entry['label']} ({entry['index']})")
+    if args.json and predictions:
+        print(json.dumps(predictions if len(predictions) > 1 else predictions[0], indent=2))
+    elif not args.json:
+        for prediction in predictions:
+            print(prediction["image"])
+            for rank, entry in enumerate(prediction["top_k"], 1):
+                print(f"  {rank}. {entry['probability'] * 100:6.2f}%  {entry['label']} ({entry['index']})")
+    return EXIT_OK if predictions else EXIT_BAD_INPUTS
 
 
-def cmd_features(args: argparse.Namespace) -> None:
+def _print_map_shapes(model, shapes: dict[str, tuple[int, ...]]) -> None:
+    for index in model.out_indices:
+        print(f"stage {index}: {tuple(shapes[f'stage{index}'])} (reduction {model.feature_info.reduction(index)})")
+
+
+def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
+    from .batch import FeatureMaps, collect_inputs
+    from .batch_store import NpyArrays
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix not in ("", ".npz"):
+        raise FastViTError(f"--out {out}: expected MAPS.npz (one image) or a folder name (any number of images)")
+    paths = None
+    if out is None or out.suffix:
+        paths = collect_inputs(args.inputs, args.files_from)
+        if len(paths) != 1:
+            raise FastViTError(f"{len(paths)} images: the features of several images go to a folder, give --out FOLDER")
     model = _load_model(args, features_only=True, out_indices=tuple(args.out_indices))
-    with torch.inference_mode():
-        maps = model(_load_batch([args.image], model))
-    for index, feature_map in zip(model.out_indices, maps):
-        print(f"stage {index}: {tuple(feature_map.shape[1:])} (reduction {model.feature_info.reduction(index)})")
-    if args.out:
-        np.savez(args.out, **{f"stage{i}": m[0].numpy() for i, m in zip(model.out_indices, maps)})
-        print(f"wrote {args.out}")
+    job = _batch_job(args, model, FeatureMaps(tuple(model.out_indices)))
+    if paths is None:
+        files = {f"stage{index}": out / f"stage{index}.npy" for index in model.out_indices}
+        code = _run_to_files(args, job, NpyArrays(files, out / "paths.csv"), out)
+        if code == EXIT_OK and not args.quiet:
+            _print_map_shapes(model, {name: np.load(path, mmap_mode="r").shape[1:] for name, path in files.items()})
+        return code
+    result = _run_in_memory(args, job, paths)
+    if not result.stats.images:
+        return EXIT_BAD_INPUTS
+    _, maps = next(result.chunks[0].rows())
+    _print_map_shapes(model, {name: values.shape for name, values in maps.items()})
+    if out is not None:
+        np.savez(out, **maps)
+        print(f"wrote {out}")
+    return EXIT_OK
 
 
-def cmd_embed(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .batch import Embedding
+    from .batch_store import EmbeddingsParquet, NpyArrays, sidecar
 
-    model = _load_model(args)
-    with torch.inference_mode():
-        embeddings = model.forward_head(model.forward_features(_load_batch(args.images, model)), pre_logits=True)
-    np.save(args.out, embeddings.numpy())
-    print(f"wrote {args.out}: {len(args.images)} x {embeddings.shape[1]} embeddings")
+    out = Path(args.out)
+    suffix = _output_suffix(out, (".npy", ".parquet"))
+    model = _load_model(args, num_classes=0)  # the pooled pre-logits features
+    if suffix == ".npy":
+        writer = NpyArrays({"embedding": out}, sidecar(out, "paths.csv"))
+    else:
+        writer = EmbeddingsParquet(out, model.num_features)
+    return _run_to_files(args, _batch_job(args, model, Embedding()), writer, out)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -133,11 +248,86 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _device(text: str):
+    import torch
+
+    try:
+        return torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (e.g. cpu, cuda, cuda:1)") from None
+
+
+def _add_batch_options(parser: argparse.ArgumentParser, chunk_size: int) -> None:
+    """Inputs, model and the batch-job flags shared by predict, embed and features."""
+    parser.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="image files, folders (searched recursively for images) or quoted glob patterns ('photos/**/*.jpg')",
+    )
+    parser.add_argument("--files-from", metavar="LIST", help="also the paths listed in LIST, one per line ('-': stdin)")
+    _add_model_options(parser)
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--batch-size", type=_positive, default=32, help="images per model call (default 32)")
+    speed.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes decoding images (default: the CPUs, shared by the processes of this machine, at most 16; "
+        "0 decodes in the main process)",
+    )
+    speed.add_argument("--device", type=_device, help="cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
+    run = parser.add_argument_group("results, bad files, resuming")
+    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
+    run.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime (default torch)")
+    run.add_argument("--strict", action="store_true", help="stop at the first file that cannot be read (exit code 1)")
+    run.add_argument(
+        "--max-image-pixels", type=int, metavar="N",
+        help="skip images of more pixels as decompression bombs (default: Pillow's limit, 89478485; 0: no limit)",
+    )
+    run.add_argument(
+        "--chunk-size", type=_positive, default=chunk_size,
+        help=f"images per chunk committed to disk: a killed run loses at most the chunk it was computing "
+        f"and the one it was writing (default {chunk_size})",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="discard the unfinished state of a run with other settings",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+
+_BATCH_EPILOG = """inputs are taken in order: each file as given, each folder's image files (by extension, hidden ones
+left out) and each glob pattern's matches in sorted order, then the lines of --files-from. Results
+are in input order; files that cannot be read (empty, truncated, not an image, over the pixel limit,
+no permission) are skipped and listed with the reason in the errors file.
+
+with --out, results are committed in chunks: a killed run, run again with the same command, goes on
+where it stopped, and gives the same output as an uninterrupted run. Files for --out NAME.EXT:
+  NAME.parts/      work in progress (removed when done)
+  NAME.errors.csv  path,reason of each skipped file
+  NAME.job.json    what was computed (model, weights, transform, inputs) and the counts
+Several processes: torchrun --nproc-per-node N -m fastvit COMMAND ... --out ... splits the inputs
+between ranks (one GPU each), and rank 0 writes the outputs. Across machines, --out must be on a
+filesystem they all share.
+
+exit codes: 0 done (skipped files, if any, are in the errors file); 1 --strict stopped at a bad file,
+or no input could be read; 2 bad arguments, model, weights, inputs or unfinished state of another
+run; 130 interrupted (with --out, run the same command again to resume).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fastvit", description="FastViT image models: classify, extract features, embed, inspect."
+        prog="fastvit", description="FastViT image models: classify, extract features, embed, inspect.",
+        epilog="Exit codes: 0 success, 1 bad input images (see the command's help), 2 errors, 130 interrupted.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    batch_command = partial(
+        commands.add_parser, epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
     listing = commands.add_parser("list", help="list model names", description="List registered model names.")
     listing.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'fastvit_sa*'")
@@ -153,33 +343,38 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=cmd_info)
 
-    predict = commands.add_parser(
+    predict = batch_command(
         "predict", help="top-k ImageNet classes of images",
-        description="Classify images with the model's own eval transform; print the top-k classes.",
+        description="Classify images with the model's own eval transform: print the top-k classes, or write them\n"
+        "to --out (CSV: path,index_1,label_1,probability_1,...; JSONL: path, indices, labels,\n"
+        "probabilities; Parquet: the same columns, needs pyarrow).",
     )
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_model_options(predict)
-    predict.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
-    predict.add_argument("--json", action="store_true", help="print JSON")
+    _add_batch_options(predict, chunk_size=1024)
+    predict.add_argument("--top-k", type=_positive, default=5, help="how many classes (default 5)")
+    destination = predict.add_mutually_exclusive_group()
+    destination.add_argument("--json", action="store_true", help="print JSON")
+    destination.add_argument("--out", metavar="PREDS.{csv,jsonl,parquet}", help="write the predictions to a file")
     predict.set_defaults(run=cmd_predict)
 
-    features = commands.add_parser(
-        "features", help="multi-scale feature maps of an image",
-        description="Run the features_only model on one image; print each map's shape, optionally save them.",
+    features = batch_command(
+        "features", help="multi-scale feature maps of images",
+        description="Run the features_only model; print each map's shape. --out MAPS.npz saves the maps of one\n"
+        "image (one C x H x W array per stage); --out FOLDER saves those of any number of images as\n"
+        "FOLDER/stage<i>.npy (N x C x H x W, rows in input order) with FOLDER/paths.csv.",
     )
-    features.add_argument("image", metavar="IMAGE")
-    _add_model_options(features)
+    _add_batch_options(features, chunk_size=64)
     features.add_argument("--out-indices", type=int, nargs="+", default=[0, 1, 2, 3], help="stages (default 0 1 2 3)")
-    features.add_argument("--out", metavar="MAPS.npz", help="save the maps (one array per stage)")
+    features.add_argument("--out", metavar="MAPS.npz|FOLDER", help="save the maps")
     features.set_defaults(run=cmd_features)
 
-    embed = commands.add_parser(
+    embed = batch_command(
         "embed", help="pooled embeddings of images",
-        description="Write the pooled pre-logits embedding of each image, in input order, to a .npy matrix.",
+        description="Write the pooled pre-logits embedding of each image, in input order: EMB.npy\n"
+        "(N x num_features, float32) with EMB.paths.csv (the path of each row), or EMB.parquet\n"
+        "(columns path, embedding; needs pyarrow).",
     )
-    embed.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_model_options(embed)
-    embed.add_argument("--out", required=True, metavar="EMB.npy", help="output matrix (N x num_features)")
+    _add_batch_options(embed, chunk_size=1024)
+    embed.add_argument("--out", required=True, metavar="EMB.{npy,parquet}", help="output file")
     embed.set_defaults(run=cmd_embed)
     return parser
 
@@ -188,11 +383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or EXIT_OK
+    except ImageLoadError as error:  # only --strict lets a bad file end a run
+        print(f"fastvit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUTS
     except (FastViTError, ValueError, OSError) as error:
         print(f"fastvit {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"fastvit {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,326 @@
+"""Batch jobs as a library: inputs, outputs against direct model calls, bad files, resume state.
+
+The CLI, a SIGKILLed run and torchrun are tested in test_cli.py. Models carry the synthetic
+weights of conftest, loaded from a local safetensors file as the CLI would load them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import fastvit
+from fastvit.batch import BatchJob, Embedding, JobSettings, PipelineOptions, TopK, collect_inputs, make_forward
+from fastvit.batch_store import (
+    ChunkResult,
+    ChunkStore,
+    JobFiles,
+    NpyArrays,
+    PredictionsCsv,
+    PredictionsJsonl,
+    PredictionsParquet,
+    sidecar,
+)
+from fastvit.data import create_transform, imagenet_classes, load_image, resolve_data_config
+from fastvit.errors import FastViTError, ImageLoadError
+from conftest import synthetic_model
+
+SOURCES = sorted((Path(__file__).parent / "images").iterdir())
+PIXEL_LIMIT = 100_000
+"""The decompression-bomb limit the tests set: the photos stay under it, bomb.png (400 x 400) does not."""
+BAD_FILES = {
+    "empty.jpg": "the file is empty",
+    "notes.jpg": "not an image format Pillow can read",
+    "sub/truncated.jpg": "image file is truncated",
+    "bomb.png": "decompression bomb",
+}
+"""The bad files of a photo folder: name -> part of the reason they are listed with."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers shared with test_cli.py
+# ----------------------------------------------------------------------------------------------
+
+
+def make_photos(folder: Path, count: int, seed: int = 0) -> list[str]:
+    """``count`` small JPEGs (random crops of the test photos, 64..200 px a side), every third one
+    in a subfolder; returns their paths in the order a folder walk yields them."""
+    rng = random.Random(seed)
+    sources = [Image.open(path).convert("RGB") for path in SOURCES]
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        image = sources[index % len(sources)]
+        width, height = rng.randint(96, image.width), rng.randint(96, image.height)
+        left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
+        photo = image.crop((left, top, left + width, top + height)).resize((rng.randint(64, 200), rng.randint(64, 200)))
+        path = folder / ("sub" if index % 3 == 0 else "") / f"photo{index:03d}.jpg"
+        photo.save(path, quality=90)
+        paths.append(str(path))
+    return sorted(paths)
+
+
+def add_bad_files(folder: Path) -> list[str]:
+    """The files of :data:`BAD_FILES` in ``folder``; returns their paths in folder-walk order."""
+    jpeg = next(folder.glob("*.jpg")).read_bytes()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a photo\n")
+    (folder / "sub" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    Image.new("RGB", (400, 400), "red").save(folder / "bomb.png")
+    return sorted(str(folder / name) for name in BAD_FILES)
+
+
+def save_checkpoint(path: Path) -> Path:
+    save_file({key: value.contiguous() for key, value in synthetic_model("fastvit_t8").state_dict().items()}, path)
+    return path
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.reader(file))
+
+
+def direct_call(model: torch.nn.Module, paths: list[str], pre_logits: bool = False) -> np.ndarray:
+    """The unfused model on ``paths``, one batch, no batch machinery."""
+    transform = create_transform(**resolve_data_config(model=model))
+    with torch.inference_mode():
+        features = model.forward_features(torch.stack([transform(load_image(path)) for path in paths]))
+        return model.forward_head(features, pre_logits=pre_logits).numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("weights") / "fastvit_t8.safetensors")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """A folder of 12 photos and the bad files: (folder, photo paths, bad paths)."""
+    folder = tmp_path_factory.mktemp("photos")
+    good = make_photos(folder, 12)
+    return folder, good, add_bad_files(folder)
+
+
+@pytest.fixture(scope="module")
+def reference() -> torch.nn.Module:
+    return synthetic_model("fastvit_t8")
+
+
+def make_job(checkpoint: Path, output, **options) -> BatchJob:
+    num_classes = 0 if output == Embedding() else 1000
+    model = fastvit.create_model("fastvit_t8", checkpoint_path=checkpoint, num_classes=num_classes)
+    config = resolve_data_config(model=model)
+    settings = JobSettings("fastvit_t8", str(checkpoint), config, output, chunk_size=4, max_image_pixels=PIXEL_LIMIT)
+    return BatchJob(settings, make_forward(model.eval()), PipelineOptions(**options))
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_inputs_from_files_folders_globs_and_lists_in_order(tmp_path):
+    for name in ("a/2.jpg", "a/10.PNG", "a/sub/1.jpg", "a/.hidden.jpg", "a/.cache/x.jpg", "a/readme.txt", "b.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    (tmp_path / "list.txt").write_text("listed/one.jpg\n\n  \nlisted/two.jpg\r\n")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b.jpg")
+    folder = [f"{a}/10.PNG", f"{a}/2.jpg", f"{a}/sub/1.jpg"]  # images only, sorted, hidden ones left out
+
+    assert collect_inputs([a]) == folder
+    assert collect_inputs([b, a, f"{a}/readme.txt"]) == [b, *folder, f"{a}/readme.txt"]  # a file by name: as given
+    assert collect_inputs([f"{tmp_path}/**/*.jpg"]) == [f"{a}/2.jpg", f"{a}/sub/1.jpg", b]
+    assert collect_inputs([b], files_from=str(tmp_path / "list.txt")) == [b, "listed/one.jpg", "listed/two.jpg"]
+    with pytest.raises(FastViTError, match="no such file or directory: '.*missing.jpg'"):
+        collect_inputs([b, str(tmp_path / "missing.jpg")])
+    with pytest.raises(FastViTError, match="no input images"):
+        collect_inputs([f"{tmp_path}/*.webp"])
+    with pytest.raises(FastViTError, match="cannot read the list of files"):
+        collect_inputs([], files_from=str(tmp_path / "no-list.txt"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------
+
+
+def test_embed_folder_equals_direct_model_call_and_lists_bad_files(photos, checkpoint, reference, tmp_path):
+    folder, good, bad = photos
+    out = tmp_path / "emb.npy"
+    writer, files = NpyArrays({"embedding": out}, sidecar(out, "paths.csv")), JobFiles.for_output(out)
+    # batches of 3 in chunks of 4; bad files decoded in worker processes, which must survive them
+    job = make_job(checkpoint, Embedding(), batch_size=3, workers=2)
+
+    report = job.run_to_files([str(folder)], writer, files)
+
+    assert (report.images, report.skipped, report.resumed) == (len(good), len(bad), 0)
+    embeddings = np.load(out)
+    assert embeddings.shape == (len(good), 768)
+    np.testing.assert_allclose(embeddings, direct_call(reference, good, pre_logits=True), rtol=0, atol=1e-5)
+    assert read_csv(sidecar(out, "paths.csv")) == [["path"], *([path] for path in good)]
+    errors = read_csv(files.errors)
+    assert errors[0] == ["path", "reason"] and [path for path, _ in errors[1:]] == bad
+    for (path, reason), name in zip(errors[1:], sorted(BAD_FILES, key=lambda n: str(folder / n))):
+        assert BAD_FILES[name] in reason, (path, reason)
+    assert not files.parts.exists()
+    assert json.loads(files.record.read_text())["images"] == len(good)
+
+    written = {path: path.stat().st_mtime_ns for path in report.files}
+    again = job.run_to_files([str(folder)], writer, files)
+    assert again.already_finished and (again.images, again.skipped) == (len(good), len(bad))
+    assert written == {path: path.stat().st_mtime_ns for path in report.files}
+
+
+def prediction_rows_from_csv(path: Path) -> list[tuple[str, list[int], list[str], list[float]]]:
+    header, *rows = read_csv(path)
+    k = (len(header) - 1) // 3
+    assert header == ["path", *(f"{field}_{r}" for r in range(1, k + 1) for field in ("index", "label", "probability"))]
+    return [(row[0], [int(i) for i in row[1::3]], row[2::3], [float(p) for p in row[3::3]]) for row in rows]
+
+
+def test_predictions_as_csv_and_jsonl(photos, checkpoint, reference, tmp_path):
+    folder, good, bad = photos
+    inputs = [good[3], bad[0], good[0], good[5]]  # not sorted: input order is kept
+    labels = imagenet_classes()
+    job = make_job(checkpoint, TopK(3), batch_size=4)
+
+    job.run_to_files(inputs, PredictionsCsv(tmp_path / "p.csv", labels, 3), JobFiles.for_output(tmp_path / "p.csv"))
+    job.run_to_files(inputs, PredictionsJsonl(tmp_path / "p.jsonl", labels), JobFiles.for_output(tmp_path / "p.jsonl"))
+
+    rows = prediction_rows_from_csv(tmp_path / "p.csv")
+    expected = torch.from_numpy(direct_call(reference, [good[3], good[0], good[5]])).softmax(-1).topk(3)
+    assert [path for path, *_ in rows] == [good[3], good[0], good[5]]
+    for (_, indices, row_labels, probabilities), values, top in zip(rows, expected.values, expected.indices):
+        assert indices == top.tolist()
+        assert row_labels == [labels[i] for i in indices]
+        np.testing.assert_allclose(probabilities, values.numpy(), rtol=0, atol=1e-5)
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [(r["path"], r["indices"], r["labels"], r["probabilities"]) for r in records] == rows
+    assert [path for path, _ in read_csv(tmp_path / "p.errors.csv")[1:]] == [bad[0]]
+
+
+def test_predictions_as_parquet(photos, checkpoint, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder, good, bad = photos
+    labels = imagenet_classes()
+    job = make_job(checkpoint, TopK(2), batch_size=4)
+    for writer in (PredictionsCsv(tmp_path / "p.csv", labels, 2), PredictionsParquet(tmp_path / "p.parquet", labels)):
+        job.run_to_files(good[:3], writer, JobFiles.for_output(writer.path))
+
+    table = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    rows = prediction_rows_from_csv(tmp_path / "p.csv")
+    assert [(r["path"], r["indices"], r["labels"]) for r in table] == [row[:3] for row in rows]
+    np.testing.assert_allclose([r["probabilities"] for r in table], [row[3] for row in rows], atol=1e-6)
+
+
+def test_unreadable_file_is_skipped_as_permission_denied(photos, checkpoint, monkeypatch):
+    # tests may run as root, whom chmod cannot stop: make Pillow meet the error open() raises
+    folder, good, _ = photos
+    locked, pillow_open = good[1], Image.open
+
+    def open_unless_locked(path, *args, **kwargs):
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return pillow_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", open_unless_locked)
+    result = make_job(checkpoint, Embedding()).run_in_memory([good[0], locked])
+
+    assert [list(chunk.failures()) for chunk in result.chunks] == [[(1, "permission denied")]]
+    assert result.chunks[0].positions.tolist() == [0] and result.stats.images == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Stopping, resuming
+# ----------------------------------------------------------------------------------------------
+
+
+def test_strict_stops_at_first_bad_file_keeping_committed_chunks(photos, checkpoint, tmp_path):
+    folder, good, _ = photos
+    empty = str(folder / "empty.jpg")
+    inputs = [*good[:8], empty, good[8]]  # chunks of 4: the bad file is in the third
+    out = tmp_path / "emb.npy"
+    writer, files = NpyArrays({"embedding": out}, sidecar(out, "paths.csv")), JobFiles.for_output(out)
+
+    with pytest.raises(ImageLoadError, match=f"{empty}: the file is empty"):
+        make_job(checkpoint, Embedding(), batch_size=2, strict=True).run_to_files(inputs, writer, files)
+    assert ChunkStore(files.parts).committed() == {0, 1} and not out.exists()
+
+    report = make_job(checkpoint, Embedding(), batch_size=2).run_to_files(inputs, writer, files)
+    assert (report.resumed, report.run.images, report.images, report.skipped) == (8, 1, 9, 1)
+
+
+def test_identity_changes_with_whatever_changes_the_results(checkpoint, tmp_path):
+    other_weights = save_checkpoint(tmp_path / "copy.safetensors")
+    other_weights.write_bytes(other_weights.read_bytes()[:-1] + b"\0")
+    config = resolve_data_config(model="fastvit_t8")
+    base = JobSettings("fastvit_t8", str(checkpoint), config, TopK(5))
+    paths = ["a.jpg", "b.jpg"]
+    variants = [
+        replace(base, model="fastvit_t8.apple_dist_in1k"),
+        replace(base, checkpoint=str(other_weights)),
+        replace(base, data_config={**config, "crop_pct": 1.0}),
+        replace(base, output=TopK(3)),
+        replace(base, output=Embedding()),
+        replace(base, precision="bf16"),
+        replace(base, backend="onnxruntime"),
+        replace(base, chunk_size=512),
+        replace(base, max_image_pixels=None),
+    ]
+    assert base.identity(paths) == replace(base, data_config=dict(config)).identity(list(paths))
+    identities = [base.identity(paths), base.identity(paths[::-1]), *(v.identity(paths) for v in variants)]
+    assert len({json.dumps(identity, sort_keys=True) for identity in identities}) == len(identities)
+
+
+def chunk(index: int, positions: list[int]) -> ChunkResult:
+    values = np.arange(len(positions) * 2, dtype=np.float32).reshape(-1, 2)
+    return ChunkResult(index, np.array(positions), {"embedding": values}, np.array([9]), ["the file is empty"])
+
+
+def test_store_resumes_its_own_job_only(tmp_path):
+    store = ChunkStore(tmp_path / "emb.parts")
+    assert store.start({"job": "a"}) == set()
+    store.commit(chunk(3, [6, 7]))
+    assert ChunkStore(store.directory).start({"job": "a"}) == {3}
+    stored = store.read(3)
+    assert stored.positions.tolist() == [6, 7] and list(stored.failures()) == [(9, "the file is empty")]
+    np.testing.assert_array_equal(stored.arrays["embedding"], chunk(3, [6, 7]).arrays["embedding"])
+
+    with pytest.raises(FastViTError, match=r"other settings \(differing: job\).*--overwrite"):
+        store.start({"job": "b"})
+    assert store.start({"job": "b"}, overwrite=True) == set()
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "photo.jpg").touch()
+    with pytest.raises(FastViTError, match="not a fastvit job directory"):
+        ChunkStore(tmp_path / "mine").start({"job": "a"})
+
+
+def test_interrupted_commit_leaves_no_chunk_behind(tmp_path, monkeypatch):
+    store = ChunkStore(tmp_path / "emb.parts")
+    store.start({"job": "a"})
+
+    def disk_full(file, **arrays):
+        file.write(b"PK\x03\x04 half a chunk")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.commit(chunk(0, [0, 1]))
+    assert store.committed() == set()
+    assert sorted(path.name for path in store.directory.iterdir()) == ["job.json"]

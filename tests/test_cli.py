@@ -1,0 +1,236 @@
+"""The ``fastvit`` command: single-image commands, one-line errors and exit codes, a run killed
+with SIGKILL and resumed, and a 2-process torchrun run against the 1-process one."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastvit.cli import main
+from fastvit.data import create_transform, imagenet_classes, load_image, resolve_data_config
+from conftest import synthetic_model
+from test_batch import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("weights") / "fastvit_t8.safetensors")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """A folder of 16 photos and the bad files: (folder, photo paths, bad paths)."""
+    folder = tmp_path_factory.mktemp("photos")
+    good = make_photos(folder, 16, seed=1)
+    return folder, good, add_bad_files(folder)
+
+
+def run(capsys, *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_process(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(arg) for arg in args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# One image at a time, as before batch jobs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_predict_prints_top_k(photos, checkpoint, capsys):
+    _, good, _ = photos
+    code, out, err = run(capsys, "predict", good[0], "--checkpoint", checkpoint, "--top-k", "3")
+    lines = out.splitlines()
+    assert code == 0 and err == "" and lines[0] == good[0] and len(lines) == 4
+    labels = imagenet_classes()
+    for rank, line in enumerate(lines[1:], 1):
+        label, index = line.split("%  ", 1)[1].rsplit(" (", 1)
+        assert line.startswith(f"  {rank}. ") and labels[int(index.rstrip(")"))] == label
+
+
+def test_predict_json_is_one_object_or_a_list(photos, checkpoint, capsys):
+    _, good, _ = photos
+    code, out, _ = run(capsys, "predict", good[0], "--checkpoint", checkpoint, "--top-k", "2", "--json")
+    single = json.loads(out)
+    assert code == 0 and single["image"] == good[0] and len(single["top_k"]) == 2
+    code, out, _ = run(capsys, "predict", good[1], good[0], "--checkpoint", checkpoint, "--top-k", "2", "--json")
+    both = json.loads(out)
+    assert code == 0 and [p["image"] for p in both] == [good[1], good[0]] and both[1] == single
+
+
+def test_features_of_one_image_and_of_a_folder(photos, checkpoint, capsys, tmp_path):
+    folder, good, _ = photos
+    code, out, _ = run(capsys, "features", good[0], "--checkpoint", checkpoint, "--out", tmp_path / "maps.npz")
+    shapes = ["(48, 64, 64) (reduction 4)", "(96, 32, 32) (reduction 8)", "(192, 16, 16) (reduction 16)",
+              "(384, 8, 8) (reduction 32)"]
+    assert code == 0
+    assert out.splitlines() == [*(f"stage {i}: {s}" for i, s in enumerate(shapes)), f"wrote {tmp_path / 'maps.npz'}"]
+    single = np.load(tmp_path / "maps.npz")
+    assert single["stage3"].shape == (384, 8, 8)
+
+    code, out, _ = run(capsys, "features", good[1], good[0], "--checkpoint", checkpoint, "--out", tmp_path / "maps",
+                       "--out-indices", "1", "3")
+    assert code == 0 and "stage 3: (384, 8, 8) (reduction 32)" in out
+    maps = {i: np.load(tmp_path / "maps" / f"stage{i}.npy") for i in (1, 3)}
+    assert maps[1].shape == (2, 96, 32, 32) and not (tmp_path / "maps" / "stage0.npy").exists()
+    np.testing.assert_allclose(maps[3][1], single["stage3"], rtol=1e-5, atol=1e-5)
+    model = synthetic_model("fastvit_t8", features_only=True, out_indices=(1, 3))
+    transform = create_transform(**resolve_data_config(model=model))
+    with torch.inference_mode():
+        expected = model(torch.stack([transform(load_image(path)) for path in (good[1], good[0])]))
+    for index, values in zip((1, 3), expected):
+        np.testing.assert_allclose(maps[index], values.numpy(), rtol=1e-5, atol=1e-5)  # maps reach 20 and more
+    assert read_csv(tmp_path / "maps" / "paths.csv") == [["path"], [good[1]], [good[0]]]
+
+
+def test_embed_glob_and_list_of_files(photos, checkpoint, capsys, tmp_path):
+    folder, good, bad = photos
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{good[2]}\n{bad[0]}\n")
+    code, out, _ = run(capsys, "embed", f"{folder}/sub/*.jpg", "--files-from", listing, "--out", tmp_path / "emb.npy",
+                       "--checkpoint", checkpoint, "--workers", "0", "--max-image-pixels", PIXEL_LIMIT)
+    in_sub = sorted(path for path in good if "/sub/" in path)
+    assert code == 0
+    assert out.splitlines()[0] == f"images: {len(in_sub) + 1}, skipped: 2 (listed in {tmp_path / 'emb.errors.csv'})"
+    expected = direct_call(synthetic_model("fastvit_t8"), [*in_sub, good[2]], pre_logits=True)
+    np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), expected, rtol=0, atol=1e-5)
+    errors = read_csv(tmp_path / "emb.errors.csv")[1:]
+    assert [path for path, _ in errors] == [f"{folder}/sub/truncated.jpg", bad[0]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors and exit codes
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (["predict", "{photo}", "--model", "fastvit_t9"], 2, "unknown model 'fastvit_t9'; did you mean"),
+        (["predict", "{folder}/missing.jpg"], 2, "no such file or directory: '{folder}/missing.jpg'"),
+        (["predict", "{photo}", "--checkpoint", "{folder}/notes.jpg"], 2, "{folder}/notes.jpg"),
+        (["predict", "{folder}/notes.jpg"], 1, "skipped {folder}/notes.jpg: not an image format Pillow can read"),
+        (["predict", "{photo}", "--out", "{folder}/preds.txt"], 2, "unknown output format"),
+        (["embed", "{photo}", "--out", "{folder}/emb.npy", "--backend", "onnxruntime"], 2, "needs fastvit.inference"),
+        (["embed", "--files-from", "{folder}/none.txt", "--out", "{folder}/e.npy"], 2, "cannot read the list of files"),
+        (["features", "{folder}", "--out", "{folder}/maps.npz"], 2, "give --out FOLDER"),
+        (["embed", "{folder}", "--out", "{folder}/emb.npy", "--strict", "--workers", "0"], 1,
+         "error: {folder}/bomb.png: refused as a possible decompression bomb"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(photos, checkpoint, capsys, tmp_path, arguments, code, message):
+    folder, good, _ = photos
+    fill = {"photo": good[0], "folder": folder}
+    arguments = [a.format(**fill) for a in arguments]
+    if "--checkpoint" not in arguments:
+        arguments += ["--checkpoint", str(checkpoint)]
+    if "--out" in arguments:  # outputs go to this test's own folder
+        index = arguments.index("--out") + 1
+        arguments[index] = str(tmp_path / Path(arguments[index]).name)
+    returned, _, err = run(capsys, *arguments, "--max-image-pixels", PIXEL_LIMIT)
+    command = arguments[0]
+    assert returned == code
+    assert err.count("\n") == 1 and err.startswith(f"fastvit {command}: ") and message.format(**fill) in err
+
+
+def test_a_real_process_fails_in_one_line(photos, checkpoint):
+    folder, _, _ = photos
+    done = run_process(sys.executable, "-m", "fastvit", "embed", folder / "missing", "--out", folder / "emb.npy",
+                       "--checkpoint", checkpoint)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"fastvit embed: error: no such file or directory: '{folder / 'missing'}'\n"
+
+
+def test_progress_bar_on_a_terminal(photos, checkpoint, tmp_path):
+    folder, _, _ = photos
+    terminal, process_side = pty.openpty()
+    fcntl.ioctl(process_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 24 rows, 120 columns
+    command = ["embed", f"{folder}/sub", "--out", tmp_path / "emb.npy", "--checkpoint", checkpoint, "--workers", "0"]
+    process = subprocess.Popen([sys.executable, "-m", "fastvit", *map(str, command)], stdout=subprocess.PIPE,
+                               stderr=process_side, cwd=ROOT)
+    os.close(process_side)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while data := os.read(terminal, 4096):
+            shown += data
+    os.close(terminal)
+    assert process.wait(timeout=60) == 0 and process.stdout.read().decode().startswith("images: 6, skipped: 1")
+    last = shown.decode().rstrip().split("\r")[-1]  # the bar redraws itself after each batch
+    assert "100%" in last and "7/7" in last and "img/s" in last and "skipped=1" in last, shown
+
+
+# ----------------------------------------------------------------------------------------------
+# Killed and resumed; several processes
+# ----------------------------------------------------------------------------------------------
+
+JOB_FLAGS = ["--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--max-image-pixels", str(PIXEL_LIMIT)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(photos, checkpoint, tmp_path_factory) -> Path:
+    """``fastvit embed FOLDER --out emb.npy`` run in one go (in this process)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "emb.npy"
+    command = ["embed", str(photos[0]), "--out", str(out), "--checkpoint", str(checkpoint), "--quiet", *JOB_FLAGS]
+    assert main(command) == 0
+    return out
+
+
+def assert_same_outputs(out: Path, reference: Path, atol: float = 0.0) -> None:
+    for name in ("paths.csv", "errors.csv"):
+        assert (out.parent / f"emb.{name}").read_text() == (reference.parent / f"emb.{name}").read_text()
+    np.testing.assert_allclose(np.load(out), np.load(reference), rtol=0, atol=atol)
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_output(photos, checkpoint, uninterrupted, tmp_path, capsys):
+    folder, good, bad = photos
+    out = tmp_path / "emb.npy"
+    command = ["embed", str(folder), "--out", str(out), "--checkpoint", str(checkpoint), *JOB_FLAGS]
+    parts = tmp_path / "emb.parts"
+    process = subprocess.Popen([sys.executable, "-m", "fastvit", *command], cwd=ROOT)
+    deadline = time.monotonic() + 90
+    while len(list(parts.glob("chunk-*.npz"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    committed = len(list(parts.glob("chunk-*.npz")))
+    assert 3 <= committed < (len(good) + len(bad)) // 2 and not out.exists()
+
+    code, stdout, _ = run(capsys, *command)
+
+    assert code == 0 and "inputs were done by an earlier run" in stdout
+    assert_same_outputs(out, uninterrupted)  # bit for bit
+    rows = read_csv(tmp_path / "emb.paths.csv")[1:]
+    assert [path for (path,) in rows] == good  # no row lost, none twice
+    assert [path for path, _ in read_csv(tmp_path / "emb.errors.csv")[1:]] == bad
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.errors.csv", "emb.job.json", "emb.npy", "emb.paths.csv"]
+
+
+def test_two_torchrun_processes_give_the_rows_of_one(photos, checkpoint, uninterrupted, tmp_path):
+    out = tmp_path / "emb.npy"
+    done = run_process(
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "fastvit", "embed", photos[0], "--out", out, "--checkpoint", checkpoint, *JOB_FLAGS,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone reports
+    assert_same_outputs(out, uninterrupted, atol=1e-5)
+    assert json.loads((tmp_path / "emb.job.json").read_text())["skipped"] == len(BAD_FILES)
