@@ -134,7 +134,7 @@ def test_embed_glob_and_list_of_files(photos, checkpoint, capsys, tmp_path):
         (["embed", "--files-from", "{folder}/none.txt", "--out", "{folder}/e.npy"], 2, "cannot read the list of files"),
         (["features", "{folder}", "--out", "{folder}/maps.npz"], 2, "give --out FOLDER"),
         (["embed", "{folder}", "--out", "{folder}/emb.npy", "--strict", "--workers", "0"], 1,
-         "error: {folder}/bomb.png: refused as a possible decompression bomb"),
+         "error: cannot load image '{folder}/bomb.png': refused as a possible decompression bomb"),
     ],
 )
 def test_errors_are_one_line_with_an_exit_code(photos, checkpoint, capsys, tmp_path, arguments, code, message):

@@ -331,8 +331,7 @@ class _ImageFiles(Dataset):
         try:
             image = load_image(path)
         except ImageLoadError as error:
-            # the errors file has the path in a column of its own: keep load_image's reason only
-            return _Sample(position, None, str(error).removeprefix(f"cannot load image {path!r}: "))
+            return _Sample(position, None, error.reason)
         return _Sample(position, self.transform(image), None)
 
 
@@ -657,7 +656,7 @@ class BatchJob:
             for planned, batch in zip(plan, loader):
                 if batch.failures and options.strict:
                     position, reason = batch.failures[0]
-                    raise ImageLoadError(f"{paths[position]}: {reason} (--strict stops at the first bad file)")
+                    raise ImageLoadError(paths[position], f"{reason} (--strict stops at the first bad file)")
                 rows = self.settings.output.to_arrays(self.forward(batch.images)) if batch.positions else {}
                 finished_batches.append((batch, rows))
                 stats.images += len(batch.positions)

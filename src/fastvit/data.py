@@ -101,7 +101,7 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
                 upright = ImageOps.exif_transpose(opened)
         return _to_rgb(upright)
     except Exception as exc:  # Pillow's decoders raise many exception types on corrupt files
-        raise ImageLoadError(f"cannot load image {name!r}: {_load_failure_reason(name, exc)}") from exc
+        raise ImageLoadError(name, _load_failure_reason(name, exc)) from exc
 
 
 def _load_failure_reason(name: str, exc: Exception) -> str:

@@ -19,4 +19,9 @@ class WeightsUnavailableError(CheckpointError):
 
 
 class ImageLoadError(FastViTError):
-    """An image file that cannot be opened or decoded."""
+    """An image file that cannot be opened or decoded; ``reason`` says why, in a few words."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot load image {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
