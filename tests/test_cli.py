@@ -23,7 +23,7 @@ import torch
 from fastvit.cli import main
 from fastvit.data import create_transform, imagenet_classes, load_image, resolve_data_config
 from conftest import synthetic_model
-from test_batch import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv, save_checkpoint
+from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

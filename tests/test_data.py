@@ -23,7 +23,6 @@ from fastvit.data import (
     RandomResizedCrop,
     Resize,
     ResizeKeepRatio,
-    ToRGB,
     ToTensor,
     _adjust_brightness,
     _adjust_contrast,

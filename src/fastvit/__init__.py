@@ -8,3 +8,23 @@ from .reparam import reparameterize
 from .stats import model_info
 
 __version__ = "0.1.0"
+__all__ = [
+    "CheckpointError",
+    "FastVit",
+    "FastVitFeatures",
+    "FastViTError",
+    "ImageLoadError",
+    "UnknownModelError",
+    "WeightsUnavailableError",
+    "create_model",
+    "create_transform",
+    "get_pretrained_cfg",
+    "imagenet_classes",
+    "list_models",
+    "list_pretrained",
+    "load_image",
+    "model_info",
+    "reparameterize",
+    "resolve_data_config",
+    "resolve_model_data_config",
+]

@@ -14,7 +14,7 @@ from torch import nn
 from .errors import CheckpointError, UnknownModelError
 from .model import FastVit, FastVitFeatures
 from .reparam import reparameterize
-from .variants import VARIANTS, PretrainedCfg, Variant
+from .variants import VARIANTS, Variant
 
 
 def _natural_key(name: str) -> list:
