@@ -2,6 +2,7 @@
 
 from .data import create_transform, imagenet_classes, load_image, resolve_data_config, resolve_model_data_config
 from .errors import CheckpointError, FastViTError, ImageLoadError, UnknownModelError, WeightsUnavailableError
+from .inference import Predictor
 from .model import FastVit, FastVitFeatures
 from .registry import create_model, get_pretrained_cfg, list_models, list_pretrained
 from .reparam import reparameterize
@@ -14,6 +15,7 @@ __all__ = [
     "FastVitFeatures",
     "FastViTError",
     "ImageLoadError",
+    "Predictor",
     "UnknownModelError",
     "WeightsUnavailableError",
     "create_model",

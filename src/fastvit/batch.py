@@ -59,6 +59,7 @@ from tqdm import tqdm
 from .batch_store import ChunkResult, ChunkStore, JobFiles, ResultsWriter, read_record, write_errors, write_record
 from .data import create_transform, load_image
 from .errors import FastViTError, ImageLoadError
+from .inference import BACKENDS, PRECISIONS, Predictor
 from .reparam import reparameterize
 
 __all__ = [
@@ -199,10 +200,6 @@ class FeatureMaps:
         return {f"stage{index}": m.float().cpu().numpy() for index, m in zip(self.out_indices, maps)}
 
 
-PRECISIONS = ("fp32", "bf16")
-BACKENDS = ("torch", "onnxruntime")
-
-
 class TorchForward:
     """The eval model, reparameterized (fused) in place and moved to ``device``, called under
     ``torch.inference_mode`` (in bfloat16 autocast for ``precision='bf16'``)."""
@@ -222,14 +219,13 @@ class TorchForward:
 def make_forward(
     model: nn.Module, precision: str = "fp32", backend: str = "torch", device: str | torch.device = "cpu"
 ) -> Forward:
-    """The model call of a batch job, for the ``--precision`` / ``--backend`` / ``--device`` flags."""
+    """The model call of a batch job, for the ``--precision`` / ``--backend`` / ``--device`` flags:
+    the fast :class:`~fastvit.inference.Predictor` on the CPU or with ONNX Runtime, else the fused
+    model on the device."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend == "onnxruntime":
-        raise FastViTError(
-            "--backend onnxruntime needs fastvit.inference (the fast predictor), which is not in this version yet; "
-            "use --backend torch"
-        )
+    if torch.device(device).type == "cpu" or backend == "onnxruntime":
+        return Predictor(model, precision=precision, backend=backend, inplace=True)
     return TorchForward(model, precision, device)
 
 

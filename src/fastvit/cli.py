@@ -240,6 +240,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return _run_to_files(args, _batch_job(args, model, Embedding()), writer, out)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_model
+
+    result = export_model(
+        args.model, args.format, args.out, checkpoint=args.checkpoint, dynamic_batch=args.dynamic_batch,
+        dynamic_size=args.dynamic_size, opset=args.opset, batch_size=args.batch_size,
+        input_size=(3, *args.input_size) if args.input_size else None,
+    )
+    print(result.summary())
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import run_from_args
+
+    run_from_args(args, command="fastvit benchmark " + " ".join(sys.argv[2:]))
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or name.tag (default {DEFAULT_MODEL})")
     parser.add_argument(
@@ -376,6 +393,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(embed, chunk_size=1024)
     embed.add_argument("--out", required=True, metavar="EMB.{npy,parquet}", help="output file")
     embed.set_defaults(run=cmd_embed)
+
+    export = commands.add_parser(
+        "export", help="export the fused model to ONNX or TorchScript",
+        description="Export the reparameterized (fused) eval model and check the file against PyTorch right after "
+        "writing (ONNX with onnxruntime: pip install 'fastvit[onnx]'); fails above 1e-4 relative difference.",
+    )
+    export.add_argument("model", help="model name or name.tag")
+    export.add_argument("--checkpoint", metavar="PATH", help="local weights instead of the pretrained ones")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
+    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX)")
+    export.add_argument("--dynamic-size", action="store_true", help="any image height and width (ONNX)")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default: the model's own")
+    export.add_argument("--batch-size", type=_positive, default=1, help="batch of the traced example (default 1)")
+    export.add_argument("--out", metavar="FILE", help="default NAME.onnx or NAME.pt")
+    export.set_defaults(run=cmd_export)
+
+    from .benchmark import build_parser as build_benchmark_parser
+
+    benchmark = commands.add_parser(
+        "benchmark", help="compare inference paths, timm and ONNX Runtime in one run",
+        description="Batch-1 latency, batch-32 throughput and peak memory of fastvit's inference paths, timm's "
+        "fused model and ONNX Runtime on the same weights, with the machine's matmul peak; prints a markdown table.",
+    )
+    build_benchmark_parser(benchmark)
+    benchmark.set_defaults(run=cmd_benchmark)
     return parser
 
 

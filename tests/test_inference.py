@@ -1,0 +1,228 @@
+"""The fast inference path: its extra folds are exact, every engine and schedule computes the
+reference model's function, bf16 agrees with fp32 on real photos, and ``import fastvit`` stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import fastvit
+from conftest import synthetic_model
+from fastvit.data import create_transform, load_image, resolve_data_config
+from fastvit.inference import (
+    FoldedAttentionBlock,
+    FoldedRepMixerBlock,
+    OneDnnConv2d,
+    PrecisionNotSupportedError,
+    Predictor,
+    RepeatedDepthwiseConv2d,
+    bf16_is_native,
+    fold_for_inference,
+    onednn_available,
+)
+from fastvit.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
+from synthetic_weights import synthetic_input
+
+RTOL = 1e-4
+IMAGES = Path(__file__).parent / "images"
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN fused conv ops")
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max())
+
+
+def reference(model: nn.Module, x: torch.Tensor, embed: bool = False) -> torch.Tensor:
+    with torch.no_grad():
+        return model.forward_head(model.forward_features(x), pre_logits=True) if embed else model(x)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name, kwargs", [
+    ("fastvit_t8", {}),
+    ("fastvit_sa12", {}),
+    ("fastvit_mci0", {}),  # SE in the downsampling, GELU after the large-kernel conv
+    ("fastvit_t8", {"num_classes": 0, "global_pool": "avgmax"}),
+])
+def test_folds_are_exact_in_float64(name, kwargs):
+    """In float64 the folded network equals the reference to 1e-12: the folds are algebra, not
+    approximations."""
+    model = synthetic_model(name, **kwargs).double()
+    folded = fold_for_inference(model)
+    kinds = {type(m) for m in folded.modules()}
+    assert FoldedRepMixerBlock in kinds and RepeatedDepthwiseConv2d in kinds
+    assert (FoldedAttentionBlock in kinds) == (name != "fastvit_t8")
+    assert not any(isinstance(m, (RepMixerBlock, AttentionBlock, nn.BatchNorm2d)) for m in folded.modules())
+    x = synthetic_input((2, 3, 96, 80)).double()
+    assert relative_error(folded(x), reference(model, x)) < 1e-12
+    assert relative_error(folded.forward_head(folded.forward_features(x), pre_logits=True),
+                          reference(model, x, embed=True)) < 1e-12
+
+
+@torch.no_grad()
+def test_layernorm_attention_keeps_its_norm():
+    """mci3/4 use LayerNorm2d in attention, which cannot fold into qkv; it stays, exactly."""
+    torch.manual_seed(0)
+    block = AttentionBlock(64, norm_layer=partial(LayerNorm2d, eps=1e-5)).double().eval()
+    for parameter in block.parameters():
+        parameter.normal_(0.0, 0.3)
+    folded = FoldedAttentionBlock.fold(block)
+    assert isinstance(folded.norm, LayerNorm2d)
+    x = torch.randn(2, 64, 5, 7, dtype=torch.float64)
+    assert relative_error(folded(x), block(x)) < 1e-12
+
+
+def test_fold_leaves_the_model_alone():
+    model = synthetic_model("fastvit_t8")
+    keys = list(model.state_dict())
+    fold_for_inference(model)
+    assert list(model.state_dict()) == keys
+
+
+ENGINES = [pytest.param("onednn", marks=needs_onednn), "eager"]
+
+
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_predictor_matches_reference(name, engine, channels_last):
+    model = synthetic_model(name)
+    predictor = Predictor(model, engine=engine, channels_last=channels_last)
+    for shape, seed in (((1, 3, 256, 256), 0), ((2, 3, 200, 232), 1)):
+        x = synthetic_input(shape, seed)
+        assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert relative_error(predictor.embed(x), reference(model, x, embed=True)) <= RTOL
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batches_run_stage_by_stage_and_in_parallel_streams(engine):
+    """A batch large enough to be cut per stage and shared by two streams gives the same result
+    as the reference, for every micro-batch schedule."""
+    model = synthetic_model("fastvit_sa12")
+    x = synthetic_input((9, 3, 96, 112), 2)
+    expected = reference(model, x)
+    scheduled = Predictor(model, engine=engine, input_size=(3, 256, 256), streams=2)
+    assert scheduled.segment_batches and min(scheduled.segment_batches) < 9 < max(scheduled.segment_batches)
+    assert relative_error(scheduled(x), expected) <= RTOL
+    assert relative_error(scheduled.embed(x), reference(model, x, embed=True)) <= RTOL
+    for micro_batch in (0, 1, 4):
+        assert relative_error(Predictor(model, engine=engine, micro_batch=micro_batch, streams=1)(x), expected) <= RTOL
+    assert torch.get_num_threads() >= 1  # the stream pool restored torch's own setting
+
+
+@needs_onednn
+def test_onednn_engine_packs_weights_per_input_size():
+    """oneDNN wants another weight layout for other map sizes (1×1 maps at a 32×32 input): each
+    size gets its own packed copy instead of a reorder on every call."""
+    model = synthetic_model("fastvit_t8")
+    predictor = Predictor(model)
+    for size in (256, 32, 96):
+        x = synthetic_input((1, 3, size, size), size)
+        assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    conv = next(m for m in predictor.model.modules() if isinstance(m, OneDnnConv2d))
+    assert len(conv._packed) == 3
+
+
+@needs_onednn
+def test_onednn_engine_fuses_gelu_and_residual():
+    predictor = Predictor(synthetic_model("fastvit_t8"))
+    convs = [m for m in predictor.model.modules() if isinstance(m, OneDnnConv2d)]
+    assert sum(c.attr == "gelu" for c in convs) >= 10  # every fc1 and every GELU-ended MobileOne block
+    assert not any(isinstance(m, nn.GELU) for m in predictor.model.modules() if m is not predictor.model.final_conv.act)
+    exported = predictor.model_for_export()  # the plain twin computes the same
+    x = synthetic_input((1, 3, 128, 128))
+    with torch.no_grad():
+        assert relative_error(exported(x), predictor(x)) <= RTOL
+
+
+def test_features_only_model():
+    model = synthetic_model("fastvit_t8", features_only=True)
+    x = synthetic_input((5, 3, 128, 96))
+    with torch.no_grad():
+        expected = model(x)
+    maps = Predictor(model, micro_batch=2)(x)
+    assert [m.shape for m in maps] == [e.shape for e in expected]
+    assert max(relative_error(m, e) for m, e in zip(maps, expected)) <= RTOL
+
+
+@needs_onednn
+def test_compiled_with_onednn_graph():
+    model = synthetic_model("fastvit_sa12")
+    predictor = Predictor(model, compile=True)
+    x = synthetic_input((1, 3, 128, 128))
+    assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert relative_error(predictor(x), reference(model, x)) <= RTOL  # the fused graph, after profiling runs
+    assert not torch.jit.onednn_fusion_enabled()  # process-wide TorchScript state left as found
+
+
+def test_bad_options_are_rejected():
+    model = synthetic_model("fastvit_t8")
+    for options in ({"precision": "fp16"}, {"backend": "tvm"}, {"engine": "xla"}, {"compile": "tensorrt"}):
+        with pytest.raises(ValueError):
+            Predictor(model, **options)
+
+
+def photo_batch(model: nn.Module) -> torch.Tensor:
+    transform = create_transform(**resolve_data_config(model=model))
+    return torch.stack([transform(load_image(path)) for path in sorted(IMAGES.iterdir())])
+
+
+@pytest.mark.skipif(bf16_is_native(), reason="this CPU runs bf16 natively")
+def test_bf16_is_refused_where_not_native():
+    with pytest.raises(PrecisionNotSupportedError, match="no native bf16"):
+        Predictor(synthetic_model("fastvit_t8"), precision="bf16")
+
+
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
+def test_bf16_agrees_with_fp32_on_photos(name, record_property):
+    """Top-1 of the bf16 path equals fp32's on every real photo. Where the CPU has no native bf16
+    this runs bf16 numerics emulated at fp32 speed (every op's result rounded to bf16)."""
+    model = synthetic_model(name)
+    batch = photo_batch(model)
+    fp32 = Predictor(model)(batch)
+    bf16 = Predictor(model, precision="bf16", allow_emulated_bf16=True)(batch)
+    agreement = float((bf16.argmax(-1) == fp32.argmax(-1)).float().mean())
+    max_logit_error = float((bf16 - fp32).abs().max())
+    record_property("top1_agreement", agreement)
+    record_property("max_logit_error", max_logit_error)
+    print(f"{name} bf16 vs fp32 on {len(batch)} photos: top-1 agreement {agreement:.0%}, "
+          f"max logit error {max_logit_error:.4f} (logits up to {float(fp32.abs().max()):.2f})")
+    assert agreement >= 0.99
+    assert 0 < max_logit_error < 0.05 * float(fp32.abs().max())
+
+
+def test_onnxruntime_backend(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'fastvit[onnx]'")
+    model = synthetic_model("fastvit_sa12")
+    predictor = Predictor(model, backend="onnxruntime", input_size=(3, 128, 128), cache_dir=tmp_path)
+    x = synthetic_input((3, 3, 96, 128))
+    assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert relative_error(predictor.embed(x), reference(model, x, embed=True)) <= RTOL
+    cached = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert len(cached) == 2  # one graph per image size: 128x128 (the tuned size) and 96x128
+    Predictor(model, backend="onnxruntime", input_size=(3, 128, 128), cache_dir=tmp_path)  # reuses the file
+    assert sorted((tmp_path / "onnx").glob("*.onnx")) == cached
+
+
+def test_import_fastvit_stays_light():
+    """``import fastvit`` (and its inference/export/benchmark modules) pulls in none of the heavy
+    optional machinery; the predictor imports it only when an option needs it."""
+    heavy = ("onnxruntime", "onnx", "onnxscript", "torch._dynamo", "torch._inductor", "torch.onnx", "sympy",
+             "timm", "torchvision")
+    code = (
+        "import sys, fastvit, fastvit.inference, fastvit.export, fastvit.benchmark\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m.startswith({heavy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_public_api():
+    assert callable(Predictor.from_pretrained)
+    assert "fastvit_t8" in fastvit.list_models()
