@@ -34,6 +34,7 @@ from fastvit.data import (
     load_image,
     resolve_data_config,
     resolve_model_data_config,
+    split_per_batch,
 )
 from fastvit.errors import ImageLoadError
 
@@ -538,3 +539,14 @@ def test_import_is_light():
     code = "import sys, fastvit.data; print(sorted({'timm', 'torchvision'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_split_per_batch_gives_the_whole_transforms_values():
+    transform = create_transform(**resolve_data_config(pretrained_cfg={"input_size": (3, 256, 256), "crop_pct": 0.9}))
+    per_image, per_batch = split_per_batch(transform)
+    images = [load_image(path) for path in sorted(IMAGES.iterdir())]
+    batch = per_batch(torch.stack([per_image(image) for image in images]))
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([transform(image) for image in images]))
+    whole, identity = split_per_batch(Compose(transform.transforms[:-1]))
+    assert whole.transforms == transform.transforms[:-1] and identity(batch) is batch

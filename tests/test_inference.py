@@ -16,6 +16,7 @@ import fastvit
 from conftest import synthetic_model
 from fastvit.data import create_transform, load_image, resolve_data_config
 from fastvit.inference import (
+    AUTO_COMPILE_CALLS,
     FoldedAttentionBlock,
     FoldedRepMixerBlock,
     OneDnnConv2d,
@@ -159,6 +160,21 @@ def test_compiled_with_onednn_graph():
     assert relative_error(predictor(x), reference(model, x)) <= RTOL
     assert relative_error(predictor(x), reference(model, x)) <= RTOL  # the fused graph, after profiling runs
     assert not torch.jit.onednn_fusion_enabled()  # process-wide TorchScript state left as found
+
+
+@needs_onednn
+def test_auto_compiles_a_shape_only_once_it_repeats():
+    model = synthetic_model("fastvit_t8")
+    predictor = Predictor(model)
+    x = synthetic_input((1, 3, 96, 96))
+    expected = reference(model, x)
+    for _ in range(AUTO_COMPILE_CALLS - 1):
+        assert relative_error(predictor(x), expected) <= RTOL
+    assert not predictor._compiled  # a one-off or occasional shape never waits for the compiler
+    for _ in range(3):
+        assert relative_error(predictor(x), expected) <= RTOL
+    assert predictor._compiled
+    assert not torch.jit.onednn_fusion_enabled()
 
 
 def test_bad_options_are_rejected():

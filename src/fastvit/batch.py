@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .batch_store import ChunkResult, ChunkStore, JobFiles, ResultsWriter, read_record, write_errors, write_record
-from .data import create_transform, load_image
+from .data import create_transform, load_image, split_per_batch
 from .errors import FastViTError, ImageLoadError
 from .inference import BACKENDS, PRECISIONS, Predictor
 from .reparam import reparameterize
@@ -635,8 +635,9 @@ class BatchJob:
         options = self.options
         plan = _plan_batches(chunks, self.settings, len(paths), options.batch_size)
         workers = min(options.workers, len(plan))
+        per_image, per_batch = split_per_batch(create_transform(**self.settings.data_config))
         loader = DataLoader(
-            _ImageFiles(paths, create_transform(**self.settings.data_config)),
+            _ImageFiles(paths, per_image),
             batch_sampler=[batch.positions for batch in plan],
             num_workers=workers,
             collate_fn=_collate,
@@ -653,7 +654,7 @@ class BatchJob:
                 if batch.failures and options.strict:
                     position, reason = batch.failures[0]
                     raise ImageLoadError(paths[position], f"{reason} (--strict stops at the first bad file)")
-                rows = self.settings.output.to_arrays(self.forward(batch.images)) if batch.positions else {}
+                rows = self.settings.output.to_arrays(self.forward(per_batch(batch.images))) if batch.positions else {}
                 finished_batches.append((batch, rows))
                 stats.images += len(batch.positions)
                 stats.skipped += len(batch.failures)

@@ -528,7 +528,7 @@ def run_benchmark(
     from safetensors.torch import save_file
 
     import fastvit
-    from fastvit.inference import bf16_is_native
+    from fastvit.inference import AUTO_COMPILE_CALLS, bf16_is_native
     from fastvit.stats import count_ops
 
     started = time.perf_counter()
@@ -621,8 +621,9 @@ def run_benchmark(
                 for batch in batch_sizes:
                     if key == "bf16" and bf16_slow and batch > 1:
                         continue
+                    # enough calls for the default predictor to reach its steady (auto-compiled) state
                     warm = worker.ask(op="warm", batch=batch, seconds=1.0 if batch == 1 else 0.0,
-                                      min_iters=1 if (key == "bf16" and bf16_slow) else (5 if batch == 1 else 2))
+                                      min_iters=1 if (key == "bf16" and bf16_slow) else AUTO_COMPILE_CALLS + 1)
                     if batch == min(batch_sizes):
                         result.first_call_s = warm["first_call_s"]
                 worker.ask(op="check", batch=1 if key == "bf16" and bf16_slow else 2,

@@ -41,6 +41,7 @@ __all__ = [
     "IMAGENET_DEFAULT_STD",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
+    "BatchToFloat",
     "CenterCrop",
     "ColorJitter",
     "Compose",
@@ -51,12 +52,14 @@ __all__ = [
     "ResizeKeepRatio",
     "ToRGB",
     "ToTensor",
+    "ToUint8Tensor",
     "create_transform",
     "imagenet_classes",
     "imagenet_synsets",
     "load_image",
     "resolve_data_config",
     "resolve_model_data_config",
+    "split_per_batch",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -485,6 +488,34 @@ class Normalize:
         mean = torch.tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
         return tensor.sub(mean).div(std)
+
+
+class ToUint8Tensor:
+    """RGB ``PIL.Image`` -> uint8 tensor (3, H, W): the per-image end of a split transform."""
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+
+
+@dataclass
+class BatchToFloat:
+    """uint8 (B, 3, H, W) -> what ``ToTensor`` then ``Normalize`` give per image, bit for bit."""
+
+    normalize: Normalize
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.normalize(batch.to(torch.float32).div(255))
+
+
+def split_per_batch(transform: Compose) -> tuple[Compose, Callable[[torch.Tensor], torch.Tensor]]:
+    """Split a transform ending in ``ToTensor, Normalize`` into a per-image part that ends in a
+    uint8 tensor and a per-batch part that turns a stack of those into the same float values.
+    Decoding workers then ship a quarter of the bytes and the float maths runs once per batch.
+    Other transforms are returned whole, with an identity per-batch part."""
+    steps = transform.transforms
+    if len(steps) >= 2 and isinstance(steps[-2], ToTensor) and isinstance(steps[-1], Normalize):
+        return Compose([*steps[:-2], ToUint8Tensor()]), BatchToFloat(steps[-1])
+    return transform, lambda batch: batch
 
 
 # ----------------------------------------------------------------------------------------------

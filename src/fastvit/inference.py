@@ -17,10 +17,12 @@
 3. **bf16** (``precision="bf16"``) where the CPU has native bf16. Elsewhere bf16 kernels fall back
    to reference code, so the predictor refuses it; ``allow_emulated_bf16=True`` instead runs bf16
    *numerics* (every result rounded to bf16) at fp32 speed, to study accuracy.
-4. **compile** (opt-in, it costs ~0.5–2 s per input shape): ``compile=True`` hands the folded
-   graph to oneDNN's graph compiler (a frozen TorchScript trace with the oneDNN fuser), which
-   removes the per-op dispatch cost; ``compile="inductor"`` uses ``torch.compile`` with frozen
-   weights (tens of seconds).
+4. **compile** where it pays: oneDNN's graph compiler (a frozen TorchScript trace with the oneDNN
+   fuser, ~0.5–2 s per input shape) removes the per-op dispatch cost that dominates batch 1. By
+   default (``compile="auto"``) a shape is compiled once it has run ``AUTO_COMPILE_CALLS`` times,
+   so a one-off call never waits for the compiler and a serving loop soon runs compiled;
+   ``compile=True`` compiles every shape on first use, ``compile="inductor"`` uses
+   ``torch.compile`` with frozen weights (tens of seconds), ``compile=False`` never compiles.
 5. or **ONNX Runtime** (``backend="onnxruntime"``, ``pip install 'fastvit[onnx]'``): the folded
    graph exported once (cached on disk by weights digest) and run by an ``InferenceSession``.
 
@@ -80,6 +82,8 @@ PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("torch", "onnxruntime")
 ENGINES = ("onednn", "eager")
 COMPILERS = ("onednn-graph", "inductor")
+AUTO_COMPILE_CALLS = 10
+"""With ``compile="auto"``, the number of runs of one input shape after which it is compiled."""
 MICRO_BATCH_BYTES = 8 << 20
 """A large batch runs stage by stage, each stage in chunks of as many images as keep its largest
 activation under this budget: the early, high-resolution stages a few images at a time (their
@@ -612,10 +616,13 @@ class Predictor:
         backend: ``'torch'`` or ``'onnxruntime'`` (needs ``pip install fastvit[onnx]``).
         engine: torch backend only. ``'onednn'`` (default on CPU): fused oneDNN convolutions with
             pre-packed weights; ``'eager'``: the folded network in plain PyTorch ops.
-        compile: ``False``; ``True`` or ``'onednn-graph'`` for the oneDNN graph compiler (a frozen
-            TorchScript trace, ~0.5–2 s per input shape, which removes the per-op dispatch cost
-            that dominates batch 1); ``'inductor'`` for ``torch.compile`` with frozen weights
-            (tens of seconds, and slower here). Compiled shapes are kept per (stage, batch, H, W).
+        compile: ``'auto'`` (default): compile an input shape with the oneDNN graph compiler
+            once it has run ``AUTO_COMPILE_CALLS`` times (fp32 on the CPU with the torch backend;
+            a shape that fails to compile keeps running uncompiled). ``True`` or
+            ``'onednn-graph'``: compile every shape on first use (a frozen TorchScript trace,
+            ~0.5–2 s per shape, which removes the per-op dispatch cost that dominates batch 1);
+            ``'inductor'`` for ``torch.compile`` with frozen weights (tens of seconds, and slower
+            here); ``False``: never. Compiled shapes are kept per (stage, batch, H, W).
         channels_last: memory format; None picks channels-last on CPU (faster for every engine
             here).
         threads: intra-op threads for torch (process-wide ``torch.set_num_threads``) and for
@@ -643,7 +650,7 @@ class Predictor:
         precision: str = "fp32",
         backend: str = "torch",
         engine: str | None = None,
-        compile: bool | str = False,
+        compile: bool | str = "auto",
         channels_last: bool | None = None,
         threads: int | None = None,
         micro_batch: int | None = None,
@@ -659,11 +666,15 @@ class Predictor:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if compile is True:
             compile = "onednn-graph"
-        if compile and compile not in COMPILERS:
-            raise ValueError(f"unknown compile mode {compile!r}; expected True, False or one of {', '.join(COMPILERS)}")
+        if compile and compile != "auto" and compile not in COMPILERS:
+            raise ValueError(
+                f"unknown compile mode {compile!r}; expected 'auto', True, False or one of {', '.join(COMPILERS)}"
+            )
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
         on_cpu = self.device.type == "cpu"
+        if compile == "auto" and not (on_cpu and precision == "fp32" and backend == "torch"):
+            compile = False
         if engine is None:
             engine = "onednn" if on_cpu and onednn_available() and precision == "fp32" and backend == "torch" else "eager"
         self.emulate_bf16 = precision == "bf16" and on_cpu and not bf16_is_native()
@@ -714,6 +725,7 @@ class Predictor:
         if engine == "onednn" and backend == "torch":
             to_onednn(self.model)
         self._compiled: dict[tuple, Callable] = {}
+        self._runs: dict[tuple, int] = {}  # runs per input shape, for compile="auto"
         self._compile_lock = threading.Lock()
         if streams is None:
             streams = torch.get_num_threads() if on_cpu and backend == "torch" and self.segment_batches else 1
@@ -777,12 +789,13 @@ class Predictor:
             return self._ort(images, output)
         dtype = torch.bfloat16 if self.precision == "bf16" and not self.emulate_bf16 else torch.float32
         x = images.to(self.device, dtype)
-        if self.streams > 1 and x.shape[0] >= MIN_IMAGES_PER_STREAM * self.streams:
-            parts = x.tensor_split(self.streams)
-            outs = list(self._stream_pool().map(lambda part: self._run_local(part, output), parts))
-            out = [torch.cat(maps) for maps in zip(*outs)] if isinstance(outs[0], list) else torch.cat(outs)
-        else:
-            out = self._run_local(x, output)
+        with self._fusion_enabled():  # process-wide state: set once here, not in each stream
+            if self.streams > 1 and x.shape[0] >= MIN_IMAGES_PER_STREAM * self.streams:
+                parts = x.tensor_split(self.streams)
+                outs = list(self._stream_pool().map(lambda part: self._run_local(part, output), parts))
+                out = [torch.cat(maps) for maps in zip(*outs)] if isinstance(outs[0], list) else torch.cat(outs)
+            else:
+                out = self._run_local(x, output)
         if isinstance(out, Tensor):
             return out.float() if out.dtype != torch.float32 else out
         return [o.float() for o in out]
@@ -791,7 +804,7 @@ class Predictor:
         """Run a batch (or a stream's share of one) on this thread: whole, in chunks, or stage by stage."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._fusion_enabled(), _Bf16Rounding(self.emulate_bf16):
+        with torch.inference_mode(), _Bf16Rounding(self.emulate_bf16):
             if self.emulate_bf16:
                 x = x.to(torch.bfloat16).float()
             if self.segment_batches is None and self.micro_batch and x.shape[0] > self.micro_batch:
@@ -821,15 +834,30 @@ class Predictor:
         if not self.compile:
             return module(x)
         key = (*key, tuple(x.shape), x.dtype, x.is_contiguous())
-        if key not in self._compiled:
-            with self._compile_lock:
-                if key not in self._compiled:
-                    self._compiled[key] = _compile(module, x, self.compile)
+        compiled = self._compiled.get(key)
+        if compiled is not None:
+            return compiled(x)
+        if self.compile == "auto":
+            self._runs[key] = runs = self._runs.get(key, 0) + 1
+            if runs < AUTO_COMPILE_CALLS:
+                return module(x)
+        with self._compile_lock:
+            if key not in self._compiled:
+                self._compiled[key] = self._compile_shape(module, x)
         return self._compiled[key](x)
+
+    def _compile_shape(self, module: nn.Module, x: Tensor) -> Callable:
+        if self.compile != "auto":
+            return _compile(module, x, self.compile)
+        try:
+            return _compile(module, x, "onednn-graph")
+        except Exception as error:  # an automatic optimisation must never break inference
+            warnings.warn(f"compiling for input {tuple(x.shape)} failed, running it uncompiled: {error}")
+            return module
 
     def _fusion_enabled(self):
         """The oneDNN graph fuser is process-wide TorchScript state: on only while we run."""
-        if self.compile != "onednn-graph":
+        if self.compile not in ("onednn-graph", "auto"):
             return contextlib.nullcontext()
         return _OneDnnFusion()
 
