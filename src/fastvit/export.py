@@ -137,11 +137,14 @@ def _output_names(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str,
     return outputs
 
 
-def _prepare(model: nn.Module, fold: bool) -> nn.Module:
+def _prepare(model: nn.Module, fold: bool, outputs: Sequence[str] | None) -> tuple[_Outputs, tuple[str, ...]]:
+    """An eval, float32, NCHW copy of ``model`` (folded unless ``fold=False``) with named outputs."""
     from .inference import fold_for_inference
 
     model = fold_for_inference(model.eval()) if fold else copy.deepcopy(model).eval()
-    return model.float().cpu().to(memory_format=torch.contiguous_format)  # an NCHW trace: no transposes
+    model = model.float().cpu().to(memory_format=torch.contiguous_format)  # an NCHW trace: no transposes
+    names = _output_names(model, outputs)
+    return _Outputs(model, names).eval(), names
 
 
 def _example(batch: int, input_size: Sequence[int], seed: int) -> Tensor:
@@ -232,9 +235,7 @@ def export_onnx(
         import_onnxruntime()  # fail before spending time on the export
     start = time.perf_counter()
     reference = model.eval()
-    folded = _prepare(model, fold)
-    names = _output_names(folded, outputs)
-    wrapped = _Outputs(folded, names).eval()
+    wrapped, names = _prepare(model, fold, outputs)
     input_size = tuple(input_size)
     example = _example(batch_size, input_size, 0)
     opset = opset or DEFAULT_OPSET
@@ -299,9 +300,7 @@ def export_torchscript(
     ``model`` at the traced shape and at another batch and size (traced FastViTs take any)."""
     start = time.perf_counter()
     reference = model.eval()
-    folded = _prepare(model, fold)
-    names = _output_names(folded, outputs)
-    wrapped = _Outputs(folded, names).eval()
+    wrapped, names = _prepare(model, fold, outputs)
     input_size = tuple(input_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
