@@ -392,6 +392,22 @@ def test_mobileclip_v1_image_tower(mci0, tmp_path):
     assert_same_weights(model, dict(mci0.state_dict(), **{"head.fc.bias": torch.zeros(512)}))
 
 
+def test_mobileclip_v1_checkpoint_matches_apples_own_code(tmp_path):
+    """A MobileCLIP .pt seeded by the key names of Apple's own image tower (ml-mobileclip's
+    ``MCi``) gives the embeddings of Apple's model, unfused and folded."""
+    golden = np.load(GOLDEN / "apple_mobileclip_mci0.npz")
+    tower = synthetic_apple_state_dict(read_key_list(GOLDEN / "apple_mobileclip_mci0.txt"))
+    checkpoint = {f"image_encoder.{key}": value for key, value in tower.items()}
+    checkpoint.update({"text_encoder.embedding_layer.weight": torch.zeros(8, 4), "logit_scale": torch.tensor(4.6)})
+    model = fastvit.create_model("fastvit_mci0", checkpoint_path=save_torch(tmp_path / "mobileclip_s0.pt", checkpoint))
+
+    x = synthetic_input(tuple(golden["input_shape"]), int(golden["input_seed"]))
+    for form, net in (("unfused", model), ("fused", fastvit.reparameterize(model))):
+        reference = golden[f"{form}.embedding"]
+        error = np.abs(logits(net, x).numpy() - reference).max() / np.abs(reference).max()
+        assert error <= 1e-5, f"mci0 {form}: relative error {error:.2e}"
+
+
 @pytest.mark.parametrize("ddp", [True, False])
 def test_open_clip_image_tower(ddp, mci0, tmp_path):
     path = save_torch(tmp_path / "open_clip_pytorch_model.bin", to_open_clip(mci0.state_dict(), ddp=ddp))
