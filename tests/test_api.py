@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -82,7 +84,10 @@ def test_features_only_selection_and_info():
     x = torch.randn(1, 3, 256, 256)
     assert [tuple(m.shape[1:]) for m in model(x)] == [T8_MAPS[1], T8_MAPS[3]]
     assert [m.shape[1] for m in fastvit.create_model("fastvit_t8", features_only=True, out_indices=2)(x)] == [192, 384]
-    assert [m.shape[1] for m in fastvit.create_model("fastvit_t8", features_only=True, out_indices=(-1,))(x)] == [384]
+    last = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(-1,))
+    assert [m.shape[1] for m in last(x)] == [384]
+    assert last.feature_info.out_indices == (-1,)  # kept as given, like timm's
+    assert fastvit.create_model("fastvit_t8", features_only=True, out_indices=2).feature_info.out_indices == (-2, -1)
     shallow = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(0,))
     assert not any(name.startswith("stages_1") for name, _ in shallow.named_children())
     with torch.device("meta"):
@@ -90,6 +95,22 @@ def test_features_only_selection_and_info():
     assert five.feature_info.reduction() == [4, 8, 16, 32, 64]
     with pytest.raises(ValueError, match="out of range"):
         fastvit.create_model("fastvit_t8", features_only=True, out_indices=(4,))
+
+
+def test_parameter_groups_for_layer_decay(t8):
+    """group_matcher gives timm's groups: every parameter in the stem or a numbered stage group."""
+    names = [name for name, _ in t8.named_parameters()]
+    coarse, fine = t8.group_matcher(coarse=True), t8.group_matcher()
+    assert coarse == {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+    for name in names:
+        if name.startswith(("final_conv", "head")):
+            continue
+        assert re.match(coarse["stem"], name) or re.match(coarse["blocks"], name), name
+        assert re.match(fine["stem"], name) or any(re.match(pattern, name) for pattern, _ in fine["blocks"]), name
+    downsample, pos_emb, block = (pattern for pattern, _ in fine["blocks"])
+    assert re.match(downsample, "stages.2.downsample.proj.0.conv_kxk.0.conv.weight").group(1) == "2"
+    assert re.match(block, "stages.3.blocks.1.mlp.fc1.weight").groups() == ("3", "1")
+    assert pos_emb.startswith(r"^stages") and t8.no_weight_decay() == set()
 
 
 def test_forward_intermediates(t8):

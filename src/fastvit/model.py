@@ -214,6 +214,24 @@ class FastVit(nn.Module):
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups by name, for layer-wise learning-rate decay: the stem, then each stage
+        (coarse) or each stage's downsampling, position encoding and block (fine), as timm's."""
+        if coarse:
+            return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+        return {
+            "stem": r"^stem",
+            "blocks": [
+                (r"^stages\.(\d+).downsample", (0,)),
+                (r"^stages\.(\d+).pos_emb", (0,)),
+                (r"^stages\.(\d+)\.\w+\.(\d+)", None),
+            ],
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exempt from weight decay: none, as in timm."""
+        return set()
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
@@ -324,7 +342,9 @@ class FastVitFeatures(nn.Module):
         super().__init__()
         take, last = feature_take_indices(model.num_stages, out_indices)
         self.out_indices = tuple(take)
-        self.feature_info = FeatureInfo(model.feature_info, take)
+        # feature_info keeps the indices as given (an int n as -n..-1), as timm's does
+        given = tuple(range(-out_indices, 0)) if isinstance(out_indices, int) else tuple(out_indices)
+        self.feature_info = FeatureInfo(model.feature_info, given)
         self.pretrained_cfg = model.pretrained_cfg
         for i, block in enumerate(model.stem):
             self.add_module(f"stem_{i}", block)
