@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
-from conftest import synthetic_model
 from fastvit.data import create_transform, load_image, resolve_data_config
 
 SOURCES = sorted((Path(__file__).parent / "images").iterdir())
@@ -52,11 +50,6 @@ def add_bad_files(folder: Path) -> list[str]:
     (folder / "sub" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     Image.new("RGB", (400, 400), "red").save(folder / "bomb.png")
     return sorted(str(folder / name) for name in BAD_FILES)
-
-
-def save_checkpoint(path: Path) -> Path:
-    save_file({key: value.contiguous() for key, value in synthetic_model("fastvit_t8").state_dict().items()}, path)
-    return path
 
 
 def read_csv(path: Path) -> list[list[str]]:

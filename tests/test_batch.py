@@ -29,19 +29,14 @@ from fastvit.batch_store import (
 )
 from fastvit.data import imagenet_classes, resolve_data_config
 from fastvit.errors import FastViTError, ImageLoadError
-from conftest import synthetic_model
+from conftest import save_checkpoint, synthetic_model
 
-from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv, save_checkpoint
+from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv
 
 
 # ----------------------------------------------------------------------------------------------
 # Fixtures
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "fastvit_t8.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,9 @@ import torch
 from fastvit.cli import main
 from fastvit.data import create_transform, imagenet_classes, load_image, resolve_data_config
 from conftest import synthetic_model
-from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv, save_checkpoint
+from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "fastvit_t8.safetensors")
 
 
 @pytest.fixture(scope="module")

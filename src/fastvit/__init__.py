@@ -1,6 +1,7 @@
 """fastvit: Apple's FastViT image models in PyTorch, under timm's names."""
 
-from .data import create_transform, imagenet_classes, load_image, resolve_data_config, resolve_model_data_config
+from .data import create_transform, imagenet_classes, imagenet_synsets, load_image
+from .data import resolve_data_config, resolve_model_data_config
 from .errors import CheckpointError, FastViTError, ImageLoadError, UnknownModelError, WeightsUnavailableError
 from .inference import Predictor
 from .model import FastVit, FastVitFeatures
@@ -22,6 +23,7 @@ __all__ = [
     "create_transform",
     "get_pretrained_cfg",
     "imagenet_classes",
+    "imagenet_synsets",
     "list_models",
     "list_pretrained",
     "load_image",
