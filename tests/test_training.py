@@ -50,6 +50,7 @@ def test_grad_checkpointing_matches_plain_backward():
         torch.testing.assert_close(with_ckpt, without)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # deprecated in torch 2.13, still what many deploy with
 @pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
 def test_fused_model_traces_and_exports(name):
     fused = fastvit.reparameterize(synthetic_model(name))
