@@ -7,6 +7,7 @@ weights of conftest, loaded from a local safetensors file as the CLI would load 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,6 +159,12 @@ def test_predictions_as_parquet(photos, checkpoint, tmp_path):
     rows = prediction_rows_from_csv(tmp_path / "p.csv")
     assert [(r["path"], r["indices"], r["labels"]) for r in table] == [row[:3] for row in rows]
     np.testing.assert_allclose([r["probabilities"] for r in table], [row[3] for row in rows], atol=1e-6)
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    with pytest.raises(FastViTError, match=r"pip install 'fastvit\[parquet\]'"):
+        PredictionsParquet(tmp_path / "p.parquet", imagenet_classes())
 
 
 def test_unreadable_file_is_skipped_as_permission_denied(photos, checkpoint, monkeypatch):

@@ -15,18 +15,9 @@ from torch import nn
 import fastvit
 from conftest import synthetic_model
 from fastvit.data import create_transform, load_image, resolve_data_config
-from fastvit.inference import (
-    AUTO_COMPILE_CALLS,
-    FoldedAttentionBlock,
-    FoldedRepMixerBlock,
-    OneDnnConv2d,
-    PrecisionNotSupportedError,
-    Predictor,
-    RepeatedDepthwiseConv2d,
-    bf16_is_native,
-    fold_for_inference,
-    onednn_available,
-)
+from fastvit.inference import AUTO_COMPILE_CALLS, PrecisionNotSupportedError, Predictor, bf16_is_native
+from fastvit.inference_folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
+from fastvit.onednn import OneDnnConv2d, onednn_available
 from fastvit.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
 from synthetic_weights import synthetic_input
 

@@ -29,6 +29,7 @@ row ``i`` belongs to ``positions[i]``; absent when no input of the chunk loaded)
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -295,10 +296,8 @@ class PredictionsJsonl:
 
 
 def _require_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise FastViTError("writing Parquet needs pyarrow: pip install 'fastvit[parquet]'") from None
+    if importlib.util.find_spec("pyarrow") is None:
+        raise FastViTError("writing Parquet needs pyarrow: pip install 'fastvit[parquet]'")
 
 
 def _write_parquet(path: Path, schema, tables: Iterator) -> None:

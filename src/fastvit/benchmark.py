@@ -168,7 +168,8 @@ class _Worker:
         import torch
 
         import fastvit
-        from fastvit.inference import Predictor, fold_for_inference
+        from fastvit.inference import Predictor
+        from fastvit.inference_folds import fold_for_inference
 
         if self.setup.get("threads"):
             torch.set_num_threads(self.setup["threads"])

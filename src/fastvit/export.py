@@ -1,6 +1,6 @@
 """ONNX and TorchScript export of the folded inference graph, each checked right after writing.
 
-:func:`export_onnx` writes the network as :func:`~fastvit.inference.fold_for_inference` leaves
+:func:`export_onnx` writes the network as :func:`~fastvit.inference_folds.fold_for_inference` leaves
 it (eval only: BatchNorms, layer scales and train-time branches folded away; attention as plain
 MatMul/Softmax; squeeze-excite and pooling as ReduceMean, so no input size is baked in), then
 runs the file with onnxruntime next to the PyTorch model and raises :class:`ExportCheckError`
@@ -139,7 +139,7 @@ def _output_names(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str,
 
 def _prepare(model: nn.Module, fold: bool, outputs: Sequence[str] | None) -> tuple[_Outputs, tuple[str, ...]]:
     """An eval, float32, NCHW copy of ``model`` (folded unless ``fold=False``) with named outputs."""
-    from .inference import fold_for_inference
+    from .inference_folds import fold_for_inference
 
     model = fold_for_inference(model.eval()) if fold else copy.deepcopy(model).eval()
     model = model.float().cpu().to(memory_format=torch.contiguous_format)  # an NCHW trace: no transposes

@@ -4,16 +4,13 @@
 ``Predictor.from_pretrained("fastvit_t8.apple_in1k")``) is a callable that computes
 ``model(images)`` in eval mode, only faster:
 
-1. **fold** (:func:`fold_for_inference`): timm's reparameterization, then exact folds that
-   timm's key layout cannot hold: the ConvMlp's BatchNorm into its depthwise conv, every layer
-   scale into the 1×1 conv or linear before it, the attention block's BatchNorm into ``qkv``
-   (which gains a bias), and each channel-doubling grouped conv (downsampling 7×7, final 3×3)
-   recast as a depthwise conv over repeated channels. Dropout and drop-path go away. The folded
-   network computes the same function up to float rounding (the tests check 1e-12 in float64).
-2. **run** it through oneDNN with pre-packed weights and the GELU or the residual add fused
-   into the convolution (``engine="onednn"``, the default on CPU), on channels-last tensors. A
-   large batch runs stage by stage, each stage in chunks sized to its activations, and is split
-   across the cores as parallel single-threaded streams.
+1. **fold** (:func:`~fastvit.inference_folds.fold_for_inference`): timm's reparameterization,
+   then the exact folds timm's key layout cannot hold (BatchNorms and layer scales into the
+   convolutions beside them, channel-doubling grouped convs recast as depthwise ones).
+2. **run** it through oneDNN (:mod:`fastvit.onednn`: pre-packed weights, the GELU or the residual
+   add fused into each convolution; ``engine="onednn"``, the default on CPU), on channels-last
+   tensors. A large batch runs stage by stage, each stage in chunks sized to its activations, and
+   is split across the cores as parallel single-threaded streams.
 3. **bf16** (``precision="bf16"``) where the CPU has native bf16. Elsewhere bf16 kernels fall back
    to reference code, so the predictor refuses it; ``allow_emulated_bf16=True`` instead runs bf16
    *numerics* (every result rounded to bf16) at fp32 speed, to study accuracy.
@@ -45,37 +42,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import FastViTError
-from .layers import (
-    Attention,
-    AttentionBlock,
-    ClassifierHead,
-    ConvMlp,
-    LayerScale2d,
-    MobileOneBlock,
-    RepConditionalPosEnc,
-    RepMixerBlock,
-    ReparamLargeKernelConv,
-    SqueezeExcite,
-)
-from .reparam import fuse_conv_bn, reparameterize
+from .inference_folds import fold_for_inference
+from .onednn import OneDnnFusion, from_onednn, onednn_available, to_onednn
 
 __all__ = [
+    "AUTO_COMPILE_CALLS",
     "BACKENDS",
+    "COMPILERS",
     "ENGINES",
     "PRECISIONS",
-    "FoldedAttention",
-    "FoldedAttentionBlock",
-    "FoldedRepMixerBlock",
     "Predictor",
     "PrecisionNotSupportedError",
     "bf16_is_native",
-    "fold_for_inference",
-    "to_onednn",
 ]
 
 PRECISIONS = ("fp32", "bf16")
@@ -91,9 +73,6 @@ activations stay in cache), the late ones many at a time (their small convolutio
 to keep both cores busy)."""
 
 
-PACKED_SIZES_KEPT = 4
-"""Input sizes per convolution whose pre-packed weights the oneDNN engine keeps."""
-_PACKING_LOCK = threading.Lock()
 
 
 class PrecisionNotSupportedError(FastViTError):
@@ -106,443 +85,6 @@ def bf16_is_native() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-# ----------------------------------------------------------------------------------------------
-# Exact inference-only folding
-# ----------------------------------------------------------------------------------------------
-
-
-def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
-    """A bias=True copy of ``conv``'s geometry holding ``weight`` and ``bias``."""
-    folded = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, bias=True, device=weight.device, dtype=weight.dtype,
-    )
-    folded.weight.copy_(weight)
-    folded.bias.copy_(bias)
-    return folded
-
-
-def _linear_like(linear: nn.Linear, weight: Tensor, bias: Tensor) -> nn.Linear:
-    folded = nn.Linear(linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=weight.dtype)
-    folded.weight.copy_(weight)
-    folded.bias.copy_(bias)
-    return folded
-
-
-def _scale_of(layer_scale: nn.Module) -> Tensor | None:
-    """The per-channel gamma of a LayerScale2d, None for Identity (no layer scale)."""
-    return layer_scale.gamma.reshape(-1) if isinstance(layer_scale, LayerScale2d) else None
-
-
-def _scaled_conv(conv: nn.Conv2d, gamma: Tensor | None) -> nn.Conv2d:
-    """``gamma * conv(x)`` as one conv: the output channels of weight and bias scaled by gamma."""
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(conv.weight[:, 0, 0, 0])
-    if gamma is None:
-        return _conv_like(conv, conv.weight, bias)
-    return _conv_like(conv, conv.weight * gamma.reshape(-1, 1, 1, 1), bias * gamma)
-
-
-def _folded_mlp(mlp: ConvMlp, gamma: Tensor | None) -> tuple[nn.Conv2d, nn.Conv2d, nn.Module, nn.Conv2d]:
-    """ConvMlp with its BatchNorm in the depthwise conv and the layer scale after it in fc2."""
-    conv = _conv_like(mlp.conv.conv, *fuse_conv_bn(mlp.conv.conv.weight, mlp.conv.bn))
-    return conv, _conv_like(mlp.fc1, mlp.fc1.weight, mlp.fc1.bias), copy.deepcopy(mlp.act), _scaled_conv(mlp.fc2, gamma)
-
-
-class FoldedRepMixerBlock(nn.Module):
-    """A fused RepMixerBlock with nothing left to fold: ``x = mixer(x); x + fc2(act(fc1(conv(x))))``.
-
-    ``mixer`` is the RepMixer's depthwise conv (residual included), ``conv`` the ConvMlp's
-    depthwise 7×7 with its BatchNorm folded in, ``fc2`` carries the block's layer scale.
-    """
-
-    def __init__(self, mixer: nn.Conv2d, conv: nn.Conv2d, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d):
-        super().__init__()
-        self.mixer, self.conv, self.fc1, self.act, self.fc2 = mixer, conv, fc1, act, fc2
-
-    @classmethod
-    @torch.no_grad()
-    def fold(cls, block: RepMixerBlock) -> FoldedRepMixerBlock:
-        block.token_mixer.reparameterize()
-        mixer = block.token_mixer.reparam_conv
-        return cls(_conv_like(mixer, mixer.weight, mixer.bias), *_folded_mlp(block.mlp, _scale_of(block.layer_scale)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.mixer(x)
-        return x + self.fc2(self.act(self.fc1(self.conv(x))))
-
-
-class FoldedAttention(nn.Module):
-    """Multi-head self-attention over the H·W positions, with ``qkv`` (possibly) biased and the
-    layer scale in ``proj``. The output keeps the input's memory format without a copy."""
-
-    def __init__(self, qkv: nn.Linear, proj: nn.Linear, num_heads: int):
-        super().__init__()
-        self.qkv, self.proj, self.num_heads = qkv, proj, num_heads
-        self.head_dim = proj.in_features // num_heads
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        qkv = self.qkv(tokens).reshape(batch, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = self.proj(out.transpose(1, 2).reshape(batch, -1, channels))
-        # (B, N, C) -> (B, C, H, W) as a channels-last view: the values of the reference's
-        # out.transpose(1, 2).reshape(B, C, H, W), without the copy.
-        return out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-
-
-class FoldedAttentionBlock(nn.Module):
-    """An AttentionBlock with its BatchNorm folded into ``qkv`` (``norm`` is then Identity; a
-    LayerNorm stays) and both layer scales folded into ``attn.proj`` and ``fc2``."""
-
-    def __init__(
-        self, norm: nn.Module, attn: FoldedAttention, conv: nn.Conv2d, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d
-    ):
-        super().__init__()
-        self.norm, self.attn, self.conv, self.fc1, self.act, self.fc2 = norm, attn, conv, fc1, act, fc2
-
-    @classmethod
-    @torch.no_grad()
-    def fold(cls, block: AttentionBlock) -> FoldedAttentionBlock:
-        attention: Attention = block.token_mixer
-        qkv_weight = attention.qkv.weight
-        qkv_bias = attention.qkv.bias if attention.qkv.bias is not None else torch.zeros_like(qkv_weight[:, 0])
-        norm: nn.Module = copy.deepcopy(block.norm)
-        if type(block.norm) is nn.BatchNorm2d:
-            # qkv(s * x + t) = (W s) x + (W t + b) with s = γ / sqrt(σ² + ε), t = β − μ s.
-            scale = block.norm.weight / torch.sqrt(block.norm.running_var + block.norm.eps)
-            shift = block.norm.bias - block.norm.running_mean * scale
-            qkv_bias = qkv_bias + qkv_weight @ shift
-            qkv_weight = qkv_weight * scale
-            norm = nn.Identity()
-        proj_weight, proj_bias = attention.proj.weight, attention.proj.bias
-        gamma = _scale_of(block.layer_scale_1)
-        if gamma is not None:
-            proj_weight, proj_bias = proj_weight * gamma[:, None], proj_bias * gamma
-        attn = FoldedAttention(
-            _linear_like(attention.qkv, qkv_weight, qkv_bias),
-            _linear_like(attention.proj, proj_weight, proj_bias),
-            attention.num_heads,
-        )
-        return cls(norm, attn, *_folded_mlp(block.mlp, _scale_of(block.layer_scale_2)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm(x))
-        return x + self.fc2(self.act(self.fc1(self.conv(x))))
-
-
-def repeat_channels(x: Tensor, repeats: int) -> Tensor:
-    """``x`` concatenated with itself ``repeats`` times along the channels: channel k·C + c is
-    channel c (a contiguous copy in either memory format, unlike an interleaving repeat)."""
-    return torch.cat([x] * repeats, dim=1)
-
-
-class RepeatedDepthwiseConv2d(nn.Conv2d):
-    """A grouped conv with one input channel and ``m`` output channels per group, computed as a
-    depthwise conv over ``m`` concatenated copies of the input, its outputs in *block order*.
-
-    Output ``g·m + k`` of the grouped conv (input channel ``g``, kernel ``g·m + k``) becomes output
-    ``k·C + g`` here: the same products and sums, the channels permuted by :attr:`permutation`
-    (``out[:, j]`` is the grouped conv's channel ``permutation[j]``). The consumer absorbs the
-    permutation into its own weights (see :func:`_recast_grouped_convs`), so nothing is copied
-    back. FastViT's downsampling 7×7 and final 3×3 convs have this shape; oneDNN and ONNX Runtime
-    run them as generic grouped convolutions, several times slower than a depthwise one.
-    """
-
-    def __init__(self, conv: nn.Conv2d, repeats: int):
-        super().__init__(
-            conv.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            groups=conv.out_channels, bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
-        )
-        self.repeats = repeats
-        with torch.no_grad():
-            self.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                self.bias.copy_(conv.bias)
-
-    @classmethod
-    @torch.no_grad()
-    def from_grouped(cls, conv: nn.Conv2d) -> RepeatedDepthwiseConv2d:
-        repeats = conv.out_channels // conv.in_channels
-        permutation = block_order(conv.in_channels, repeats).to(conv.weight.device)
-        recast = cls(conv, repeats)
-        recast.weight.copy_(conv.weight[permutation])
-        if conv.bias is not None:
-            recast.bias.copy_(conv.bias[permutation])
-        return recast
-
-    @staticmethod
-    def applies_to(conv: nn.Module) -> bool:
-        return (
-            type(conv) is nn.Conv2d and conv.groups == conv.in_channels and conv.groups > 1
-            and conv.out_channels > conv.in_channels and conv.out_channels % conv.in_channels == 0
-        )
-
-    @property
-    def permutation(self) -> Tensor:
-        return block_order(self.out_channels // self.repeats, self.repeats)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(repeat_channels(x, self.repeats))
-
-
-def block_order(groups: int, repeats: int) -> Tensor:
-    """Interleaved channel ``g·repeats + k`` for each block-order position ``k·groups + g``."""
-    return torch.arange(groups * repeats).reshape(groups, repeats).t().reshape(-1)
-
-
-def _permute_inputs(conv: nn.Conv2d, permutation: Tensor) -> None:
-    """Make a dense ``conv`` read channel-permuted input: input ``j`` is the old ``permutation[j]``."""
-    if conv.groups != 1:
-        raise ValueError("only a dense conv can absorb a channel permutation")
-    conv.weight.copy_(conv.weight[:, permutation.to(conv.weight.device)])
-
-
-def _permute_squeeze_excite(se: nn.Module, permutation: Tensor) -> None:
-    """An SE block (mean, fc1, ReLU, fc2, sigmoid, scale: all per channel or dense) on permuted channels."""
-    permutation = permutation.to(se.fc1.weight.device)
-    _permute_inputs(se.fc1, permutation)
-    se.fc2.weight.copy_(se.fc2.weight[permutation])
-    se.fc2.bias.copy_(se.fc2.bias[permutation])
-
-
-class PermutedClassifierHead(nn.Module):
-    """A ClassifierHead fed channel-permuted features (``x[:, j]`` is feature ``permutation[j]``):
-    pooling is per channel, so the pooled vector is put back in order (a gather of B × C values)
-    and the classifier, the same module, sees what it always saw."""
-
-    def __init__(self, head: nn.Module, permutation: Tensor):
-        super().__init__()
-        self.global_pool, self.drop, self.fc = head.global_pool, head.drop, head.fc
-        self.in_features, self.num_features = head.in_features, head.num_features
-        self.register_buffer("inverse", torch.argsort(permutation))
-
-    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.drop(self.global_pool(x).index_select(1, self.inverse))
-        return x if pre_logits else self.fc(x)
-
-
-def _recast_grouped_convs(model: nn.Module) -> None:
-    """Recast FastViT's channel-doubling grouped convs as :class:`RepeatedDepthwiseConv2d` where
-    the consumer can absorb the channel permutation: the downsampling's 1×1 conv (and SE, for
-    MCi), and the final conv's SE and classifier head (with channel-wise pooling)."""
-    for module in list(model.modules()):
-        if type(module).__name__ == "PatchEmbed":
-            large, pointwise = module.proj
-            conv = large.reparam_conv
-            if (RepeatedDepthwiseConv2d.applies_to(conv) and isinstance(pointwise, MobileOneBlock)
-                    and pointwise.reparam_conv is not None and pointwise.reparam_conv.groups == 1):
-                recast = RepeatedDepthwiseConv2d.from_grouped(conv)
-                if isinstance(large.se, SqueezeExcite):
-                    _permute_squeeze_excite(large.se, recast.permutation)
-                _permute_inputs(pointwise.reparam_conv, recast.permutation)
-                large.reparam_conv = recast
-    final_conv, head = getattr(model, "final_conv", None), getattr(model, "head", None)
-    if (isinstance(final_conv, MobileOneBlock) and final_conv.reparam_conv is not None
-            and RepeatedDepthwiseConv2d.applies_to(final_conv.reparam_conv) and isinstance(head, ClassifierHead)
-            and head.global_pool.pool_type in ("avg", "max", "avgmax")):
-        recast = RepeatedDepthwiseConv2d.from_grouped(final_conv.reparam_conv)
-        if isinstance(final_conv.se, SqueezeExcite):
-            _permute_squeeze_excite(final_conv.se, recast.permutation)
-        elif not isinstance(final_conv.se, nn.Identity):
-            return
-        final_conv.reparam_conv = recast
-        model.head = PermutedClassifierHead(head, recast.permutation.to(recast.weight.device))
-
-
-@torch.no_grad()
-def fold_for_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """The eval-mode ``model`` with every exact inference-only fold applied.
-
-    Runs :func:`~fastvit.reparameterize` (timm's structural fusion), then replaces each
-    RepMixerBlock and AttentionBlock by :class:`FoldedRepMixerBlock` /
-    :class:`FoldedAttentionBlock` and recasts the channel-doubling grouped convs as
-    :class:`RepeatedDepthwiseConv2d`. The result computes the same function as ``model.eval()``
-    (``forward``, ``forward_head``, pre-logits) up to float rounding, but its intermediate
-    feature maps may have permuted channels and its state dict is not timm's: keep ``model``
-    for checkpoints and ``forward_intermediates``.
-    """
-    model = reparameterize(model, inplace=inplace).eval()
-    _fold_blocks(model)
-    _recast_grouped_convs(model)
-    return model
-
-
-def _fold_blocks(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, RepMixerBlock):
-            setattr(module, name, FoldedRepMixerBlock.fold(child))
-        elif isinstance(child, AttentionBlock):
-            setattr(module, name, FoldedAttentionBlock.fold(child))
-        elif isinstance(child, (nn.Dropout, nn.Dropout2d)) or type(child).__name__ == "DropPath":
-            setattr(module, name, nn.Identity())
-        else:
-            _fold_blocks(child)
-
-
-# ----------------------------------------------------------------------------------------------
-# oneDNN engine: pre-packed weights, GELU and residual add fused into the convolution
-# ----------------------------------------------------------------------------------------------
-
-
-def onednn_available() -> bool:
-    """Whether this torch build has the fused oneDNN convolution ops the oneDNN engine uses."""
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _gelu_algorithm(act: nn.Module) -> str | None:
-    """oneDNN's name for this activation as a fused post-op, None if it cannot be fused."""
-    if type(act) is nn.GELU:
-        return "none" if act.approximate == "none" else "tanh"
-    return None
-
-
-class OneDnnConv2d(nn.Module):
-    """A Conv2d run by oneDNN with its weight pre-packed for the first input it sees, and an
-    optional GELU fused into it (``gelu`` is 'none' for the exact erf form or 'tanh')."""
-
-    def __init__(self, conv: nn.Conv2d, gelu: str | None = None):
-        super().__init__()
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError("the oneDNN engine needs explicit zero padding")
-        self.register_buffer("weight", conv.weight.detach().clone())
-        bias = conv.bias.detach().clone() if conv.bias is not None else None
-        self.register_buffer("bias", bias)
-        self.stride, self.padding, self.dilation = list(conv.stride), list(conv.padding), list(conv.dilation)
-        self.groups = conv.groups
-        self.repeats = getattr(conv, "repeats", 1)  # a RepeatedDepthwiseConv2d repeats its input channels
-        self.attr, self.algorithm = ("gelu", gelu) if gelu is not None else ("none", "")
-        self._packed: dict[tuple, Tensor] = {}
-
-    def packed_weight(self, x: Tensor) -> Tensor:
-        """The weight in the layout oneDNN picks for inputs of this channel count and size.
-
-        The layout depends on the input size (a 1×1 map gets another one than a 8×8 map), and a
-        weight in the wrong layout is reordered on every call, so each input size seen gets its
-        own packed copy (the last few are kept)."""
-        key = (x.dtype, *x.shape[1:])
-        packed = self._packed.get(key)
-        if packed is None:
-            with _PACKING_LOCK:  # streams may meet a new size together
-                packed = self._packed.get(key)
-                if packed is None:
-                    packed = torch.ops.mkldnn._reorder_convolution_weight(
-                        self.weight.to(x.dtype), self.padding, self.stride, self.dilation, self.groups, list(x.shape)
-                    )
-                    if len(self._packed) >= PACKED_SIZES_KEPT:
-                        self._packed.pop(next(iter(self._packed)))
-                    self._packed[key] = packed
-        return packed
-
-    def _apply(self, fn, recurse=True):  # a .to() or .float() invalidates the packed copies
-        self._packed = {}
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):  # packed tensors are opaque to copy/pickle; they are re-made on use
-        state = self.__dict__.copy()
-        state["_packed"] = {}
-        return state
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.repeats > 1:
-            x = repeat_channels(x, self.repeats)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self.packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
-            self.attr, [], self.algorithm,
-        )
-
-    def add_into(self, x: Tensor, residual: Tensor) -> Tensor:
-        """``residual += conv(x)`` in one oneDNN call (sum post-op); returns ``residual``."""
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            residual, x, self.packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
-            "add", 1.0, None, [], None,
-        )
-
-    def extra_repr(self) -> str:
-        shape = tuple(self.weight.shape)
-        post = f", post={self.attr}({self.algorithm})" if self.attr != "none" else ""
-        return f"weight={shape}, stride={self.stride}, padding={self.padding}, groups={self.groups}{post}"
-
-
-class OneDnnConvAct(nn.Module):
-    """conv → SE → activation (MobileOneBlock, ReparamLargeKernelConv, RepCPE in folded form),
-    with the activation fused into the conv when there is no SE between them."""
-
-    def __init__(self, conv: nn.Conv2d, se: nn.Module, act: nn.Module):
-        super().__init__()
-        gelu = _gelu_algorithm(act) if isinstance(se, nn.Identity) else None
-        self.conv = OneDnnConv2d(conv, gelu)
-        self.se = se
-        self.act = nn.Identity() if gelu is not None else act
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.se(self.conv(x)))
-
-
-class OneDnnMlp(nn.Module):
-    """``x + fc2(act(fc1(conv(x))))`` in three oneDNN calls: dw conv, fc1 + GELU, fc2 + add."""
-
-    def __init__(self, conv: nn.Conv2d, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d):
-        super().__init__()
-        gelu = _gelu_algorithm(act)
-        self.conv = OneDnnConv2d(conv)
-        self.fc1 = OneDnnConv2d(fc1, gelu)
-        self.act = nn.Identity() if gelu is not None else act
-        self.fc2 = OneDnnConv2d(fc2)
-
-    def forward(self, x: Tensor, residual_is_scratch: bool) -> Tensor:
-        hidden = self.act(self.fc1(self.conv(x)))
-        if residual_is_scratch and x.is_contiguous(memory_format=torch.channels_last) == hidden.is_contiguous(
-            memory_format=torch.channels_last
-        ):
-            return self.fc2.add_into(hidden, x)
-        return x + self.fc2(hidden)
-
-
-class OneDnnRepMixerBlock(nn.Module):
-    def __init__(self, block: FoldedRepMixerBlock):
-        super().__init__()
-        self.mixer = OneDnnConv2d(block.mixer)
-        self.mlp = OneDnnMlp(block.conv, block.fc1, block.act, block.fc2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(self.mixer(x), residual_is_scratch=True)  # the mixer's output is ours to overwrite
-
-
-class OneDnnAttentionBlock(nn.Module):
-    def __init__(self, block: FoldedAttentionBlock):
-        super().__init__()
-        self.norm, self.attn = block.norm, block.attn
-        self.mlp = OneDnnMlp(block.conv, block.fc1, block.act, block.fc2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x + self.attn(self.norm(x)), residual_is_scratch=True)
-
-
-@torch.no_grad()
-def to_onednn(folded: nn.Module) -> nn.Module:
-    """Swap the convolutions of a :func:`fold_for_inference` model, in place, for oneDNN calls
-    with pre-packed weights and fused GELU / residual add. CPU, float32 only."""
-    for name, child in folded.named_children():
-        if isinstance(child, FoldedRepMixerBlock):
-            setattr(folded, name, OneDnnRepMixerBlock(child))
-        elif isinstance(child, FoldedAttentionBlock):
-            setattr(folded, name, OneDnnAttentionBlock(child))
-        elif isinstance(child, (MobileOneBlock, ReparamLargeKernelConv)) and child.reparam_conv is not None:
-            setattr(folded, name, OneDnnConvAct(child.reparam_conv, child.se, child.act))
-        elif isinstance(child, RepConditionalPosEnc) and child.reparam_conv is not None:
-            setattr(folded, name, OneDnnConv2d(child.reparam_conv))
-        elif isinstance(child, nn.Conv2d):
-            continue  # the SE convs, on 1×1 maps: nothing to gain
-        else:
-            to_onednn(child)
-    return folded
 
 
 # ----------------------------------------------------------------------------------------------
@@ -756,7 +298,7 @@ class Predictor:
 
     def model_for_export(self) -> nn.Module:
         """The folded float32 network in plain PyTorch ops (what ONNX and TorchScript export)."""
-        plain = _unwrap_onednn(copy.deepcopy(self.model)).float()
+        plain = from_onednn(copy.deepcopy(self.model)).float()
         return plain.to(memory_format=torch.contiguous_format)  # NCHW traces give NCHW graphs
 
     @property
@@ -859,7 +401,7 @@ class Predictor:
         """The oneDNN graph fuser is process-wide TorchScript state: on only while we run."""
         if self.compile not in ("onednn-graph", "auto"):
             return contextlib.nullcontext()
-        return _OneDnnFusion()
+        return OneDnnFusion()
 
     def __repr__(self) -> str:
         return (
@@ -951,81 +493,21 @@ class _Embedder(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-def _unwrap_onednn(module: nn.Module) -> nn.Module:
-    """The plain-op twin of a :func:`to_onednn` model (used for export)."""
-    for name, child in module.named_children():
-        if isinstance(child, OneDnnConv2d):
-            setattr(module, name, _plain_conv(child))
-        elif isinstance(child, OneDnnConvAct):
-            setattr(module, name, _PlainConvAct(child))
-        elif isinstance(child, OneDnnRepMixerBlock):
-            mlp = child.mlp
-            setattr(module, name, FoldedRepMixerBlock(
-                _plain_conv(child.mixer), _plain_conv(mlp.conv), _plain_conv(mlp.fc1), _mlp_act(mlp), _plain_conv(mlp.fc2)
-            ))
-        elif isinstance(child, OneDnnAttentionBlock):
-            mlp = child.mlp
-            setattr(module, name, FoldedAttentionBlock(
-                child.norm, child.attn, _plain_conv(mlp.conv), _plain_conv(mlp.fc1), _mlp_act(mlp), _plain_conv(mlp.fc2)
-            ))
-        else:
-            _unwrap_onednn(child)
-    return module
-
-
-def _plain_conv(conv: OneDnnConv2d) -> nn.Conv2d:
-    out_chs, in_per_group, kh, kw = conv.weight.shape
-    plain = nn.Conv2d(in_per_group * conv.groups, out_chs, (kh, kw), conv.stride, conv.padding, conv.dilation,
-                      conv.groups, bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        plain.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            plain.bias.copy_(conv.bias)
-    return RepeatedDepthwiseConv2d(plain, conv.repeats) if conv.repeats > 1 else plain
-
-
-def _gelu_module(conv: OneDnnConv2d) -> nn.Module:
-    return nn.GELU(approximate="none" if conv.algorithm == "none" else "tanh") if conv.attr == "gelu" else nn.Identity()
-
-
-def _mlp_act(mlp: OneDnnMlp) -> nn.Module:
-    return _gelu_module(mlp.fc1) if mlp.fc1.attr == "gelu" else mlp.act
-
-
-class _PlainConvAct(nn.Module):
-    def __init__(self, block: OneDnnConvAct):
-        super().__init__()
-        self.conv, self.se = _plain_conv(block.conv), block.se
-        self.act = _gelu_module(block.conv) if block.conv.attr == "gelu" else block.act
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.se(self.conv(x)))
-
-
 # ----------------------------------------------------------------------------------------------
 # Compilation
 # ----------------------------------------------------------------------------------------------
 
 
-class _OneDnnFusion:
-    def __enter__(self):
-        self.previous = torch.jit.onednn_fusion_enabled()
-        torch.jit.enable_onednn_fusion(True)
-
-    def __exit__(self, *exc):
-        torch.jit.enable_onednn_fusion(self.previous)
-
-
 def _compile(module: nn.Module, example: Tensor, mode: str) -> Callable:
     """A compiled callable for inputs shaped like ``example``."""
-    plain = _unwrap_onednn(copy.deepcopy(module))  # both compilers fuse oneDNN calls themselves
+    plain = from_onednn(copy.deepcopy(module))  # both compilers fuse oneDNN calls themselves
     if mode == "inductor":
         compiled = torch.compile(plain, dynamic=False, options={"freezing": True})
         compiled(example)
         return compiled
     # oneDNN graph: TorchScript's LLGA fuser partitions the frozen graph into oneDNN compiled
     # partitions (conv + GELU / add / BN fused), which run with far less per-op overhead.
-    with warnings.catch_warnings(), _OneDnnFusion():
+    with warnings.catch_warnings(), OneDnnFusion():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, not gone
         traced = torch.jit.freeze(torch.jit.trace(plain, example, check_trace=False))
         for _ in range(2):  # profiling runs, after which the fused graph is in place
