@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 import torch
 
 from fastvit.cli import main
@@ -110,6 +111,19 @@ def test_embed_glob_and_list_of_files(photos, checkpoint, capsys, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), expected, rtol=0, atol=1e-5)
     errors = read_csv(tmp_path / "emb.errors.csv")[1:]
     assert [path for path, _ in errors] == [f"{folder}/sub/truncated.jpg", bad[0]]
+
+
+def test_predict_names_the_classes_of_a_fine_tuned_model(photos, checkpoint, capsys, tmp_path):
+    _, good, _ = photos
+    state = load_file(checkpoint)
+    state["head.fc.weight"], state["head.fc.bias"] = state["head.fc.weight"][:3], state["head.fc.bias"][:3]
+    tuned = tmp_path / "tuned.safetensors"
+    save_file(state, tuned)
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    code, out, _ = run(capsys, "predict", good[0], "--checkpoint", tuned, "--labels", tmp_path / "labels.txt", "--json")
+    assert code == 0 and {entry["label"] for entry in json.loads(out)["top_k"]} == {"cat", "dog", "bird"}
+    code, _, err = run(capsys, "predict", good[0], "--checkpoint", tuned)
+    assert code == 2 and "outputs 3 values, not the 1000 ImageNet classes: name its classes with --labels" in err
 
 
 # ----------------------------------------------------------------------------------------------

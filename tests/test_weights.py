@@ -445,6 +445,17 @@ def test_num_classes_drops_the_classifier_with_a_note(tmp_path, t8, t8_state, ca
     assert_same_weights(model.stages, t8.stages.state_dict())
 
 
+def test_a_fine_tuned_checkpoint_brings_its_own_num_classes(tmp_path, t8, t8_state):
+    """Without num_classes the model takes the checkpoint's classifier: 10 classes, or none."""
+    tuned = dict(t8_state, **{"head.fc.weight": t8_state["head.fc.weight"][:10], "head.fc.bias": t8_state["head.fc.bias"][:10]})
+    model = fastvit.create_model("fastvit_t8", checkpoint_path=save_safetensors(tmp_path / "tuned.safetensors", tuned))
+    assert model.num_classes == 10
+    torch.testing.assert_close(logits(model, X[:, :, :64, :64]), logits(t8, X[:, :, :64, :64])[:, :10])
+    headless = {key: value for key, value in t8_state.items() if not key.startswith("head.fc.")}
+    backbone = fastvit.create_model("fastvit_t8", checkpoint_path=save_safetensors(tmp_path / "bb.safetensors", headless))
+    assert backbone.num_classes == 0 and logits(backbone, X[:, :, :64, :64]).shape == (len(X), 768)
+
+
 def test_in_chans_adapts_the_first_convs(tmp_path, t8, t8_state):
     path = save_safetensors(tmp_path / "t8.safetensors", t8_state)
     grey = fastvit.create_model("fastvit_t8", checkpoint_path=path, in_chans=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import FastViTError, ImageLoadError
 
 DEFAULT_MODEL = "fastvit_t8.apple_in1k"
+IMAGENET_CLASSES = 1000
 
 EXIT_OK = 0
 EXIT_BAD_INPUTS = 1  # --strict stopped at a file that cannot be read, or no input could be read
@@ -152,17 +153,29 @@ def _predictions_writer(out: Path, labels: Sequence[str], top_k: int):
     return PredictionsParquet(out, labels)
 
 
+def _read_labels(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FastViTError(f"cannot read the labels file {path}: {exc}") from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .batch import TopK, collect_inputs
     from .data import imagenet_classes
 
-    labels = imagenet_classes()
-    writer = _predictions_writer(Path(args.out), labels, args.top_k) if args.out else None
+    labels = _read_labels(Path(args.labels)) if args.labels else None
     model = _load_model(args)
-    if model.num_classes != len(labels):
+    if labels is None and model.num_classes == IMAGENET_CLASSES:
+        labels = imagenet_classes()
+    if labels is None:
         raise FastViTError(
-            f"{args.model} outputs {model.num_classes} values that are not ImageNet classes; use 'fastvit embed'"
+            f"the model outputs {model.num_classes} values, not the 1000 ImageNet classes: name its classes with "
+            "--labels FILE (one per line), or use 'fastvit embed'"
         )
+    if len(labels) != model.num_classes:
+        raise FastViTError(f"{args.labels} names {len(labels)} classes, the model has {model.num_classes}")
+    writer = _predictions_writer(Path(args.out), labels, args.top_k) if args.out else None
     job = _batch_job(args, model, TopK(args.top_k))
     if writer is not None:
         return _run_to_files(args, job, writer, Path(args.out))
@@ -368,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_batch_options(predict, chunk_size=1024)
     predict.add_argument("--top-k", type=_positive, default=5, help="how many classes (default 5)")
+    predict.add_argument("--labels", metavar="FILE",
+                         help="class names, one per line, for a model fine-tuned on other classes "
+                              "(default: the ImageNet-1k names for 1000 outputs)")
     destination = predict.add_mutually_exclusive_group()
     destination.add_argument("--json", action="store_true", help="print JSON")
     destination.add_argument("--out", metavar="PREDS.{csv,jsonl,parquet}", help="write the predictions to a file")

@@ -139,7 +139,8 @@ def create_model(
     ``model_name`` is ``variant``, ``variant.tag`` or ``hf-hub:org/name[@revision]`` (a Hub repo
     with a timm ``config.json``). Keyword arguments go to :class:`~fastvit.model.FastVit`
     (``num_classes``, ``in_chans``, ``global_pool``, ``drop_rate``, ``drop_path_rate``,
-    ``inference_mode``, ...). ``num_classes`` defaults to the pretrained tag's. ``features_only``
+    ``inference_mode``, ...). ``num_classes`` defaults to the loaded checkpoint's, else the
+    pretrained tag's. ``features_only``
     returns the stage outputs selected by ``out_indices`` (indices, or an int for the last n; the
     first four by default, as in timm).
 
@@ -156,9 +157,10 @@ def create_model(
     else:
         variant, cfg = get_variant(model_name), get_pretrained_cfg(model_name)
     cfg = _apply_overlay(cfg, pretrained_cfg_overlay)
+    classes_given = "num_classes" in kwargs or features_only
     kwargs.setdefault("num_classes", 0 if features_only else cfg["num_classes"])
     if pretrained or checkpoint_path:
-        model = _create_with_weights(variant, cfg, checkpoint_path, cache_dir, **kwargs)
+        model = _create_with_weights(variant, cfg, checkpoint_path, cache_dir, not classes_given, **kwargs)
     else:
         model = FastVit(variant.arch, **kwargs)
     model.pretrained_cfg = cfg
@@ -172,14 +174,19 @@ def _create_with_weights(
     cfg: dict,
     checkpoint_path: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str] | None,
+    classes_from_weights: bool,
     inference_mode: bool = False,
     **kwargs,
 ) -> FastVit:
     """Build unfused on the meta device (no wasted random init), load, then fold if asked:
-    the weights decide the form they load in, and unfused weights fold exactly."""
-    from .weights import load_pretrained
+    the weights decide the form they load in, and unfused weights fold exactly. Unless the caller
+    chose ``num_classes``, the model takes the checkpoint's (a fine-tuned file just loads)."""
+    from .weights import classifier_size, load_weights, read_weights
 
+    state_dict, source = read_weights(cfg, checkpoint_path, cache_dir)
+    if classes_from_weights:
+        kwargs["num_classes"] = classifier_size(state_dict, cfg)
     with torch.device("meta"):
         model = FastVit(variant.arch, **kwargs)
-    load_pretrained(model, cfg, checkpoint_path=checkpoint_path, cache_dir=cache_dir)
+    load_weights(model, state_dict, cfg, source=source)
     return reparameterize(model, inplace=True) if inference_mode else model

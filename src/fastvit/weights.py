@@ -47,6 +47,7 @@ __all__ = [
     "HUB_WEIGHT_FILES",
     "adapt_input_conv",
     "apple_to_timm",
+    "classifier_size",
     "convert_state_dict",
     "download_from_hub",
     "is_fused",
@@ -54,6 +55,7 @@ __all__ = [
     "load_weights",
     "read_checkpoint",
     "read_hub_config",
+    "read_weights",
     "resolve_weights_file",
     "split_hub_id",
 ]
@@ -353,8 +355,23 @@ def load_pretrained(
     """Load ``model``'s pretrained weights (``cfg`` defaults to ``model.pretrained_cfg``), or the
     local file ``checkpoint_path`` instead of the cfg's. See :func:`load_weights` for the rules."""
     cfg = model.pretrained_cfg if cfg is None else cfg
+    load_weights(model, *read_weights(cfg, checkpoint_path, cache_dir), cfg)
+
+
+def read_weights(
+    cfg: Mapping, checkpoint_path: PathLike | None = None, cache_dir: PathLike | None = None
+) -> tuple[StateDict, str]:
+    """The state dict of ``checkpoint_path``, else of the cfg's pretrained weights (downloaded if
+    needed), as the file holds it, and the file's path for messages."""
     path = resolve_weights_file(cfg, checkpoint_path, cache_dir)
-    load_weights(model, read_checkpoint(path), cfg, source=str(path))
+    return read_checkpoint(path), str(path)
+
+
+def classifier_size(state_dict: Mapping[str, Tensor], cfg: Mapping) -> int:
+    """How many classes the checkpoint's classifier has, in any layout; 0 if it has none."""
+    converted, _ = convert_state_dict(state_dict)
+    weight = converted.get(f"{cfg.get('classifier') or 'head.fc'}.weight")
+    return 0 if weight is None else int(weight.shape[0])
 
 
 def load_weights(
