@@ -113,6 +113,18 @@ def test_embed_glob_and_list_of_files(photos, checkpoint, capsys, tmp_path):
     assert [path for path, _ in errors] == [f"{folder}/sub/truncated.jpg", bad[0]]
 
 
+def test_embed_projected_and_normalized(photos, checkpoint, capsys, tmp_path):
+    """--projected keeps the head (a MobileCLIP tower's CLIP embedding; here T8's logits), and
+    --normalize gives unit vectors."""
+    _, good, _ = photos
+    code, _, _ = run(capsys, "embed", good[0], good[1], "--checkpoint", checkpoint, "--out", tmp_path / "e.npy",
+                     "--projected", "--normalize", "--workers", "0")
+    outputs = direct_call(synthetic_model("fastvit_t8"), good[:2])
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), outputs / np.linalg.norm(outputs, axis=1, keepdims=True),
+                               rtol=0, atol=1e-6)
+
+
 def test_predict_names_the_classes_of_a_fine_tuned_model(photos, checkpoint, capsys, tmp_path):
     _, good, _ = photos
     state = load_file(checkpoint)

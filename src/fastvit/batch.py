@@ -184,10 +184,18 @@ class TopK:
 
 @dataclass(frozen=True)
 class Embedding:
-    """The pooled pre-logits features of a model built with ``num_classes=0``: ``embedding`` (float32)."""
+    """One vector per image, ``embedding`` (float32): the pooled pre-logits features of a model
+    built with ``num_classes=0``, or with ``projected`` the output of a model that keeps its head
+    (for a MobileCLIP tower, the CLIP image embedding). ``normalize`` scales each to unit length."""
+
+    projected: bool = False
+    normalize: bool = False
 
     def to_arrays(self, embeddings: Tensor) -> dict[str, np.ndarray]:
-        return {"embedding": embeddings.float().cpu().numpy()}
+        embeddings = embeddings.float()
+        if self.normalize:
+            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        return {"embedding": embeddings.cpu().numpy()}
 
 
 @dataclass(frozen=True)

@@ -245,12 +245,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     suffix = _output_suffix(out, (".npy", ".parquet"))
-    model = _load_model(args, num_classes=0)  # the pooled pre-logits features
+    model = _load_model(args) if args.projected else _load_model(args, num_classes=0)  # 0: pooled pre-logits
+    width = model.num_classes if args.projected else model.num_features
+    if width == 0:
+        raise FastViTError("--projected needs a model with a head; this checkpoint has none")
     if suffix == ".npy":
         writer = NpyArrays({"embedding": out}, sidecar(out, "paths.csv"))
     else:
-        writer = EmbeddingsParquet(out, model.num_features)
-    return _run_to_files(args, _batch_job(args, model, Embedding()), writer, out)
+        writer = EmbeddingsParquet(out, width)
+    job = _batch_job(args, model, Embedding(projected=args.projected, normalize=args.normalize))
+    return _run_to_files(args, job, writer, out)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -408,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_batch_options(embed, chunk_size=1024)
     embed.add_argument("--out", required=True, metavar="EMB.{npy,parquet}", help="output file")
+    embed.add_argument("--projected", action="store_true",
+                       help="the model's own output instead of the pre-logits: for the MobileCLIP towers "
+                            "(fastvit_mci*), the CLIP image embedding that text embeddings compare with")
+    embed.add_argument("--normalize", action="store_true", help="scale each embedding to unit L2 length (cosine search)")
     embed.set_defaults(run=cmd_embed)
 
     export = commands.add_parser(
