@@ -17,7 +17,16 @@ import torch
 from PIL import Image
 
 import fastvit
-from fastvit.batch import BatchJob, Embedding, JobSettings, PipelineOptions, TopK, collect_inputs, make_forward
+from fastvit.batch import (
+    BatchJob,
+    Embedding,
+    JobSettings,
+    PipelineOptions,
+    TopK,
+    TorchForward,
+    collect_inputs,
+    make_forward,
+)
 from fastvit.batch_store import (
     ChunkResult,
     ChunkStore,
@@ -159,6 +168,17 @@ def test_predictions_as_parquet(photos, checkpoint, tmp_path):
     rows = prediction_rows_from_csv(tmp_path / "p.csv")
     assert [(r["path"], r["indices"], r["labels"]) for r in table] == [row[:3] for row in rows]
     np.testing.assert_allclose([r["probabilities"] for r in table], [row[3] for row in rows], atol=1e-6)
+
+
+def test_device_forward_is_the_fused_model():
+    """The model call used on GPUs (run here on the CPU): fused, eval, inference mode, and in
+    bf16 autocast for precision='bf16'."""
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = synthetic_model("fastvit_t8")(x)
+    torch.testing.assert_close(TorchForward(synthetic_model("fastvit_t8"), "fp32", "cpu")(x), expected, rtol=1e-4, atol=1e-5)
+    bf16 = TorchForward(synthetic_model("fastvit_t8"), "bf16", "cpu")(x)
+    assert bf16.dtype == torch.bfloat16 and float((bf16.float() - expected).abs().max()) < 0.1 * float(expected.abs().max())
 
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
