@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # synthetic_weights.py
 sys.path.insert(0, str(ROOT / "src"))
 
-from fastvit.benchmark import build_parser, run_from_args  # noqa: E402
+from fastvit.cli.benchmark import add_arguments, run_from_args  # noqa: E402
+from fastvit.cli.common import Parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = add_arguments(Parser(prog="benchmarks/inference.py", description=__doc__.split("\n\n")[0]))
     parser.add_argument("--random-weights", action="store_true", help="the model's own random init instead")
     args = parser.parse_args(argv)
     state_dict = None

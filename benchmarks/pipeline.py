@@ -25,16 +25,11 @@ import torch
 from PIL import Image
 
 import fastvit
-from fastvit.batch import (
-    BatchJob,
-    Embedding,
-    JobSettings,
-    PipelineOptions,
-    default_device,
-    default_workers,
-    make_forward,
-)
-from fastvit.batch_store import JobFiles, NpyArrays, sidecar
+from fastvit.jobs.job import BatchJob, JobSettings, PipelineOptions
+from fastvit.jobs.outputs import Embedding, make_forward
+from fastvit.jobs.store import JobFiles, sidecar
+from fastvit.jobs.writers import NpyArrays
+from fastvit.runtime.devices import default_device, default_workers
 from fastvit.data import resolve_data_config
 
 SOURCES = Path(__file__).resolve().parents[1] / "tests" / "images"

@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import fastvit  # noqa: E402
 from conftest import synthetic_model  # noqa: E402
-from fastvit.inference import Predictor  # noqa: E402
+from fastvit.runtime.predictor import Predictor  # noqa: E402
 
 
 def median_ms(fn, x, iters: int) -> float:
@@ -46,7 +46,7 @@ def ort_profile(model, batch: int, size: int, rows: int) -> None:
     try:
         import onnxruntime as ort
 
-        from fastvit.export import export_onnx
+        from fastvit.runtime.export import export_onnx
     except ImportError:
         print("(onnxruntime not installed: no ONNX Runtime profile)")
         return

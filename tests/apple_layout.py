@@ -1,4 +1,4 @@
-"""Apple's checkpoint layouts written from timm's keys: the inverse of ``fastvit.weights``' conversion.
+"""Apple's checkpoint layouts written from timm's keys: the inverse of ``fastvit.models.checkpoints``' conversion.
 
 Kept out of the package and written stage-first (the package converts key segment by segment),
 so the tests compare two independent mappings. The key lists of Apple's own models

@@ -10,7 +10,7 @@ import torch
 import fastvit
 from conftest import synthetic_model
 from fastvit.errors import UnknownModelError
-from fastvit.layers import LayerNorm2d
+from fastvit.models.layers import LayerNorm2d
 
 T8_MAPS = [(48, 64, 64), (96, 32, 32), (192, 16, 16), (384, 8, 8)]
 

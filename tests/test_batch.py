@@ -17,26 +17,11 @@ import torch
 from PIL import Image
 
 import fastvit
-from fastvit.batch import (
-    BatchJob,
-    Embedding,
-    JobSettings,
-    PipelineOptions,
-    TopK,
-    TorchForward,
-    collect_inputs,
-    make_forward,
-)
-from fastvit.batch_store import (
-    ChunkResult,
-    ChunkStore,
-    JobFiles,
-    NpyArrays,
-    PredictionsCsv,
-    PredictionsJsonl,
-    PredictionsParquet,
-    sidecar,
-)
+from fastvit.jobs.inputs import collect_inputs
+from fastvit.jobs.job import BatchJob, JobSettings, PipelineOptions
+from fastvit.jobs.outputs import Embedding, TopK, TorchForward, make_forward
+from fastvit.jobs.store import ChunkResult, ChunkStore, JobFiles, sidecar
+from fastvit.jobs.writers import NpyArrays, PredictionsCsv, PredictionsJsonl, PredictionsParquet
 from fastvit.data import imagenet_classes, resolve_data_config
 from fastvit.errors import FastViTError, ImageLoadError
 from conftest import save_checkpoint, synthetic_model

@@ -174,6 +174,44 @@ def test_errors_are_one_line_with_an_exit_code(photos, checkpoint, capsys, tmp_p
     assert err.count("\n") == 1 and err.startswith(f"fastvit {command}: ") and message.format(**fill) in err
 
 
+BAD_ARGUMENTS = {
+    "list": [["nothing*"]],
+    "info": [["fastvit_t8", "--input-size", "0", "0"], ["fastvit_t8", "--input-size", "31", "256"],
+             ["fastvit_t8", "--input-size", "ten", "256"], ["fastvit_t99"]],
+    "predict": [["{photo}", "--batch-size", "0"], ["{photo}", "--top-k", "0"], ["{photo}", "--workers", "-1"],
+                ["{photo}", "--chunk-size", "0"], ["{photo}", "--max-image-pixels", "-5"],
+                ["{photo}", "--device", "cuda"], ["{photo}", "--device", "cuda:7"], ["{photo}", "--device", "tpu"],
+                ["{photo}", "--out", "{blocker}/preds.csv"]],
+    "features": [["{photo}", "--out-indices", "7"], ["{photo}", "--out-indices", "-1"],
+                 ["{photo}", "--out", "{blocker}/maps"], ["{photo}", "--device", "cuda"]],
+    "embed": [["{photo}", "--out", "{blocker}/emb.npy"], ["{photo}", "--out", "emb.npy", "--batch-size", "-3"],
+              ["{photo}", "--out", "emb.npy", "--device", "cuda"]],
+    "export": [["fastvit_t8", "--opset", "3"], ["fastvit_t8", "--opset", "99"], ["fastvit_t8", "--input-size", "0", "0"],
+               ["fastvit_t8", "--batch-size", "0"], ["fastvit_t8", "--out", "{blocker}/t8.onnx"]],
+    "benchmark": [["--batch-sizes", "0"], ["--rounds", "0"], ["--threads", "0"], ["--input-size", "16", "16"]],
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments"), [(command, args) for command, cases in BAD_ARGUMENTS.items() for args in cases]
+)
+def test_bad_arguments_of_every_command_fail_in_one_line(photos, checkpoint, capsys, tmp_path, command, arguments):
+    """Out-of-range numbers, impossible sizes, an unavailable device, an unsupported opset, an output
+    that cannot be written: one line on stderr, exit code 2, no traceback."""
+    blocker = tmp_path / "a-file"  # a file where a folder should be: nothing can be written under it
+    blocker.write_text("")
+    arguments = [a.format(photo=photos[1][0], blocker=blocker) for a in arguments]
+    if command in ("predict", "features", "embed", "export"):
+        arguments += ["--checkpoint", str(checkpoint)]
+    try:
+        code = main([command, *arguments])
+    except SystemExit as exit:  # argparse refused the arguments
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith(f"fastvit {command}: error: "), err
+
+
 def test_a_real_process_fails_in_one_line(photos, checkpoint):
     folder, _, _ = photos
     done = run_process(sys.executable, "-m", "fastvit", "embed", folder / "missing", "--out", folder / "emb.npy",

@@ -16,6 +16,15 @@ import torch
 from PIL import Image
 
 from fastvit.data import (
+    create_transform,
+    imagenet_classes,
+    imagenet_synsets,
+    load_image,
+    resolve_data_config,
+    resolve_model_data_config,
+    split_per_batch,
+)
+from fastvit.data.transforms import (
     CenterCrop,
     Compose,
     Normalize,
@@ -28,13 +37,6 @@ from fastvit.data import (
     _adjust_contrast,
     _adjust_hue,
     _adjust_saturation,
-    create_transform,
-    imagenet_classes,
-    imagenet_synsets,
-    load_image,
-    resolve_data_config,
-    resolve_model_data_config,
-    split_per_batch,
 )
 from fastvit.errors import ImageLoadError
 
@@ -507,14 +509,14 @@ def test_resolve_data_config_test_size():
 
 
 def test_resolve_data_config_from_model_name(monkeypatch):
-    registry = types.ModuleType("fastvit.registry")
+    registry = types.ModuleType("fastvit.models.registry")
     registry.get_pretrained_cfg = lambda name: {"fastvit_x.tag": {**T8_CFG, "crop_pct": 0.95}}[name]
-    monkeypatch.setitem(sys.modules, "fastvit.registry", registry)
+    monkeypatch.setitem(sys.modules, "fastvit.models.registry", registry)
     assert resolve_data_config(model="fastvit_x.tag")["crop_pct"] == 0.95
 
 
 def test_resolve_data_config_from_registered_name():
-    registry = pytest.importorskip("fastvit.registry")
+    registry = pytest.importorskip("fastvit.models.registry")
     config = resolve_data_config(model="fastvit_t8.apple_in1k")
     assert config == resolve_data_config(pretrained_cfg=registry.get_pretrained_cfg("fastvit_t8.apple_in1k"))
     assert config["input_size"] == (3, 256, 256) and config["crop_pct"] == 0.9

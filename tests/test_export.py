@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import synthetic_model
-from fastvit.export import ExportCheckError, export_model, export_onnx, export_torchscript
+from fastvit.runtime.export import ExportCheckError, export_model, export_onnx, export_torchscript
 from synthetic_weights import synthetic_input
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'fastvit[onnx]'")

@@ -15,10 +15,11 @@ from torch import nn
 import fastvit
 from conftest import synthetic_model
 from fastvit.data import create_transform, load_image, resolve_data_config
-from fastvit.inference import AUTO_COMPILE_CALLS, PrecisionNotSupportedError, Predictor, bf16_is_native
-from fastvit.inference_folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
-from fastvit.onednn import OneDnnConv2d, onednn_available
-from fastvit.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
+from fastvit.runtime.precision import PrecisionNotSupportedError, bf16_is_native
+from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, Predictor
+from fastvit.runtime.folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
+from fastvit.runtime.onednn import OneDnnConv2d, onednn_available
+from fastvit.models.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
 from synthetic_weights import synthetic_input
 
 RTOL = 1e-4
@@ -218,12 +219,15 @@ def test_onnxruntime_backend(tmp_path):
 
 
 def test_import_fastvit_stays_light():
-    """``import fastvit`` (and its inference/export/benchmark modules) pulls in none of the heavy
-    optional machinery; the predictor imports it only when an option needs it."""
+    """``import fastvit`` (and every module of the package) pulls in none of the heavy optional
+    machinery; the predictor imports it only when an option needs it."""
     heavy = ("onnxruntime", "onnx", "onnxscript", "torch._dynamo", "torch._inductor", "torch.onnx", "sympy",
              "timm", "torchvision")
     code = (
-        "import sys, fastvit, fastvit.inference, fastvit.export, fastvit.benchmark\n"
+        "import sys, importlib, pkgutil, fastvit\n"
+        "for module in pkgutil.walk_packages(fastvit.__path__, 'fastvit.'):\n"
+        "    if not module.name.endswith('__main__'):\n"
+        "        importlib.import_module(module.name)\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m.startswith({heavy!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

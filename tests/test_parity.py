@@ -16,7 +16,7 @@ import torch
 
 import fastvit
 from conftest import synthetic_model
-from fastvit.model import FastVitFeatures
+from fastvit.models.network import FastVitFeatures
 from synthetic_weights import synthetic_input
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -8,8 +8,8 @@ from torch import nn
 
 import fastvit
 from conftest import synthetic_model
-from fastvit.layers import MobileOneBlock, RepConditionalPosEnc, ReparamLargeKernelConv, RepMixer
-from fastvit.reparam import ReparamBlock, reparameterize
+from fastvit.models.layers import MobileOneBlock, RepConditionalPosEnc, ReparamLargeKernelConv, RepMixer
+from fastvit.models.reparam import ReparamBlock, reparameterize
 
 # (constructor, kwargs, input channels) covering every branch combination the variants use.
 BLOCK_CASES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastvit.stats import model_info
+from fastvit.models.stats import model_info
 
 # Published figures at 256x256. Train-time form: timm's model cards and PyTorch 2.4 benchmark
 # CSVs; fused form: timm's reparameterized PyTorch 2.9 benchmark CSV. (M, G, M as printed there.)

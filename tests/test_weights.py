@@ -40,8 +40,8 @@ from apple_layout import (
 )
 from conftest import synthetic_model
 from fastvit.errors import CheckpointError, WeightsUnavailableError
-from fastvit.model import FastVitFeatures
-from fastvit.weights import load_weights
+from fastvit.models.network import FastVitFeatures
+from fastvit.models.weights import load_weights
 from synthetic_weights import synthetic_input
 from test_parity import RTOL, load_golden, relative_error
 

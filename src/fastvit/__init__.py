@@ -3,11 +3,9 @@
 from .data import create_transform, imagenet_classes, imagenet_synsets, load_image
 from .data import resolve_data_config, resolve_model_data_config
 from .errors import CheckpointError, FastViTError, ImageLoadError, UnknownModelError, WeightsUnavailableError
-from .inference import Predictor
-from .model import FastVit, FastVitFeatures
-from .registry import create_model, get_pretrained_cfg, list_models, list_pretrained
-from .reparam import reparameterize
-from .stats import model_info
+from .models import FastVit, FastVitFeatures, model_info, reparameterize
+from .models import create_model, get_pretrained_cfg, list_models, list_pretrained
+from .runtime.predictor import Predictor
 
 __version__ = "0.1.0"
 __all__ = [

@@ -1,11 +1,5 @@
-"""The ``fastvit`` command: parse arguments, call the library, print.
-
-Heavy modules are imported inside the commands that need them, so ``fastvit --help`` and
-``fastvit list`` start fast. Every expected failure ends as one line on stderr and a non-zero
-exit code: 1 for bad input images (``--strict``, or none readable), 2 for anything else.
-``predict``, ``embed`` and ``features`` run :class:`fastvit.batch.BatchJob`: any mix of files,
-folders, globs and lists, resumable with ``--out``, sharded under ``torchrun -m fastvit``.
-"""
+"""``fastvit predict``, ``features`` and ``embed``: a batch job over files, folders, globs and lists,
+printed or written to resumable output files, sharded under ``torchrun -m fastvit``."""
 
 from __future__ import annotations
 
@@ -16,65 +10,20 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from .errors import FastViTError, ImageLoadError
+from ..errors import FastViTError
+from .common import EXIT_BAD_INPUTS, EXIT_OK, add_model_options, device, load_model, non_negative, positive
 
-DEFAULT_MODEL = "fastvit_t8.apple_in1k"
 IMAGENET_CLASSES = 1000
-
-EXIT_OK = 0
-EXIT_BAD_INPUTS = 1  # --strict stopped at a file that cannot be read, or no input could be read
-EXIT_ERROR = 2  # arguments, model, weights, inputs or resume state: nothing was computed
-EXIT_INTERRUPTED = 130
-
-
-def _print_table(rows: list[dict]) -> None:
-    """A markdown table, so output pastes straight into notes and READMEs."""
-    headers = list(rows[0])
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in headers) + " |")
-
-
-def cmd_list(args: argparse.Namespace) -> None:
-    from .registry import list_models
-
-    for name in list_models(args.pattern or "", pretrained=args.pretrained):
-        print(name)
-
-
-def cmd_info(args: argparse.Namespace) -> None:
-    from .registry import get_pretrained_cfg, get_variant
-    from .stats import model_info
-
-    variant = get_variant(args.model)
-    cfg = get_pretrained_cfg(args.model)
-    size = (3, *args.input_size) if args.input_size else None
-    stats = model_info(args.model, size)
-    if args.json:
-        print(json.dumps({**stats.as_row(), "tags": list(variant.tags), "pretrained_cfg": cfg}, indent=2))
-        return
-    _print_table([stats.as_row()])
-    print(f"\ntags: {', '.join(f'{variant.name}.{tag}' for tag in variant.tags)} (default {variant.default_tag})")
-    print(f"pretrained ({cfg['tag']}): {cfg['hf_hub_id']}, licence {cfg['license']}, "
-          f"{cfg['num_classes']} outputs, crop_pct {cfg['crop_pct']}, {cfg['interpolation']}")
-    if cfg["metrics"]:
-        print(f"ImageNet-1k top-1 {cfg['metrics']['top1']:.2f} %, top-5 {cfg['metrics']['top5']:.2f} %")
-
-
-def _load_model(args: argparse.Namespace, **kwargs):
-    from .registry import create_model
-
-    model = create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint, **kwargs)
-    return model.eval()
 
 
 def _batch_job(args: argparse.Namespace, model, output):
     """The batch job of a predict/embed/features command: its settings, model call and pipeline."""
     from PIL import Image
 
-    from .batch import BatchJob, JobSettings, PipelineOptions, Ranks, default_device, default_workers, make_forward
-    from .data import resolve_data_config
+    from ..jobs.job import BatchJob, JobSettings, PipelineOptions
+    from ..jobs.outputs import make_forward
+    from ..runtime.devices import Ranks, default_device, default_workers
+    from ..data import resolve_data_config
 
     ranks = Ranks.from_env()
     device = args.device or default_device(ranks.local_rank)
@@ -100,7 +49,7 @@ def _batch_job(args: argparse.Namespace, model, output):
 
 def _run_to_files(args: argparse.Namespace, job, writer, out: Path) -> int:
     """Run a job that writes files; print its summary (rank 0 only under torchrun)."""
-    from .batch_store import JobFiles
+    from ..jobs.store import JobFiles
 
     files = JobFiles.for_output(out)
     report = job.run_to_files(args.inputs, writer, files, files_from=args.files_from, overwrite=args.overwrite)
@@ -125,7 +74,7 @@ def _print_summary(report, out: Path, errors: Path) -> None:
 
 def _run_in_memory(args: argparse.Namespace, job, paths: Sequence[str]):
     """Run a job whose results are printed: no files, no resuming; report skipped files on stderr."""
-    from .batch import Ranks
+    from ..runtime.devices import Ranks
 
     if Ranks.from_env().world_size > 1:
         raise FastViTError("under torchrun, give --out: the processes combine their results in files")
@@ -143,7 +92,7 @@ def _output_suffix(out: Path, formats: Sequence[str]) -> str:
 
 
 def _predictions_writer(out: Path, labels: Sequence[str], top_k: int):
-    from .batch_store import PredictionsCsv, PredictionsJsonl, PredictionsParquet
+    from ..jobs.writers import PredictionsCsv, PredictionsJsonl, PredictionsParquet
 
     suffix = _output_suffix(out, (".csv", ".jsonl", ".parquet"))
     if suffix == ".csv":
@@ -161,11 +110,12 @@ def _read_labels(path: Path) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .batch import TopK, collect_inputs
-    from .data import imagenet_classes
+    from ..data import imagenet_classes
+    from ..jobs.inputs import collect_inputs
+    from ..jobs.outputs import TopK
 
     labels = _read_labels(Path(args.labels)) if args.labels else None
-    model = _load_model(args)
+    model = load_model(args)
     if labels is None and model.num_classes == IMAGENET_CLASSES:
         labels = imagenet_classes()
     if labels is None:
@@ -209,8 +159,9 @@ def _print_map_shapes(model, shapes: dict[str, tuple[int, ...]]) -> None:
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .batch import FeatureMaps, collect_inputs
-    from .batch_store import NpyArrays
+    from ..jobs.inputs import collect_inputs
+    from ..jobs.outputs import FeatureMaps
+    from ..jobs.writers import NpyArrays
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in ("", ".npz"):
@@ -220,7 +171,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         paths = collect_inputs(args.inputs, args.files_from)
         if len(paths) != 1:
             raise FastViTError(f"{len(paths)} images: the features of several images go to a folder, give --out FOLDER")
-    model = _load_model(args, features_only=True, out_indices=tuple(args.out_indices))
+    model = load_model(args, features_only=True, out_indices=tuple(args.out_indices))
     job = _batch_job(args, model, FeatureMaps(tuple(model.out_indices)))
     if paths is None:
         files = {f"stage{index}": out / f"stage{index}.npy" for index in model.out_indices}
@@ -240,12 +191,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .batch import Embedding
-    from .batch_store import EmbeddingsParquet, NpyArrays, sidecar
+    from ..jobs.outputs import Embedding
+    from ..jobs.store import sidecar
+    from ..jobs.writers import EmbeddingsParquet, NpyArrays
 
     out = Path(args.out)
     suffix = _output_suffix(out, (".npy", ".parquet"))
-    model = _load_model(args) if args.projected else _load_model(args, num_classes=0)  # 0: pooled pre-logits
+    model = load_model(args) if args.projected else load_model(args, num_classes=0)  # 0: pooled pre-logits
     width = model.num_classes if args.projected else model.num_features
     if width == 0:
         raise FastViTError("--projected needs a model with a head; this checkpoint has none")
@@ -257,47 +209,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return _run_to_files(args, job, writer, out)
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_model
-
-    result = export_model(
-        args.model, args.format, args.out, checkpoint=args.checkpoint, dynamic_batch=args.dynamic_batch,
-        dynamic_size=args.dynamic_size, opset=args.opset, batch_size=args.batch_size,
-        input_size=(3, *args.input_size) if args.input_size else None,
-    )
-    print(result.summary())
-
-
-def cmd_benchmark(args: argparse.Namespace) -> None:
-    from .benchmark import run_from_args
-
-    run_from_args(args, command="fastvit benchmark " + " ".join(sys.argv[2:]))
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or name.tag (default {DEFAULT_MODEL})")
-    parser.add_argument(
-        "--checkpoint", metavar="PATH",
-        help="local weights (.safetensors, .pth, .pth.tar, .pt) instead of downloading the pretrained ones",
-    )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _device(text: str):
-    import torch
-
-    try:
-        return torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"unknown device {text!r} (e.g. cpu, cuda, cuda:1)") from None
-
-
 def _add_batch_options(parser: argparse.ArgumentParser, chunk_size: int) -> None:
     """Inputs, model and the batch-job flags shared by predict, embed and features."""
     parser.add_argument(
@@ -305,25 +216,25 @@ def _add_batch_options(parser: argparse.ArgumentParser, chunk_size: int) -> None
         help="image files, folders (searched recursively for images) or quoted glob patterns ('photos/**/*.jpg')",
     )
     parser.add_argument("--files-from", metavar="LIST", help="also the paths listed in LIST, one per line ('-': stdin)")
-    _add_model_options(parser)
+    add_model_options(parser)
     speed = parser.add_argument_group("speed")
-    speed.add_argument("--batch-size", type=_positive, default=32, help="images per model call (default 32)")
+    speed.add_argument("--batch-size", type=positive, default=32, help="images per model call (default 32)")
     speed.add_argument(
-        "--workers", type=int, metavar="N",
+        "--workers", type=non_negative, metavar="N",
         help="processes decoding images (default: the CPUs, shared by the processes of this machine, at most 16; "
         "0 decodes in the main process)",
     )
-    speed.add_argument("--device", type=_device, help="cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
+    speed.add_argument("--device", type=device, help="cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
     run = parser.add_argument_group("results, bad files, resuming")
     run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
     run.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime (default torch)")
     run.add_argument("--strict", action="store_true", help="stop at the first file that cannot be read (exit code 1)")
     run.add_argument(
-        "--max-image-pixels", type=int, metavar="N",
+        "--max-image-pixels", type=non_negative, metavar="N",
         help="skip images of more pixels as decompression bombs (default: Pillow's limit, 89478485; 0: no limit)",
     )
     run.add_argument(
-        "--chunk-size", type=_positive, default=chunk_size,
+        "--chunk-size", type=positive, default=chunk_size,
         help=f"images per chunk committed to disk: a killed run loses at most the chunk it was computing "
         f"and the one it was writing (default {chunk_size})",
     )
@@ -353,29 +264,30 @@ run; 130 interrupted (with --out, run the same command again to resume).
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastvit", description="FastViT image models: classify, extract features, embed, inspect.",
-        epilog="Exit codes: 0 success, 1 bad input images (see the command's help), 2 errors, 130 interrupted.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_BATCH_EPILOG = """inputs are taken in order: each file as given, each folder's image files (by extension, hidden ones
+left out) and each glob pattern's matches in sorted order, then the lines of --files-from. Results
+are in input order; files that cannot be read (empty, truncated, not an image, over the pixel limit,
+no permission) are skipped and listed with the reason in the errors file.
+
+with --out, results are committed in chunks: a killed run, run again with the same command, goes on
+where it stopped, and gives the same output as an uninterrupted run. Files for --out NAME.EXT:
+  NAME.parts/      work in progress (removed when done)
+  NAME.errors.csv  path,reason of each skipped file
+  NAME.job.json    what was computed (model, weights, transform, inputs) and the counts
+Several processes: torchrun --nproc-per-node N -m fastvit COMMAND ... --out ... splits the inputs
+between ranks (one GPU each), and rank 0 writes the outputs. Across machines, --out must be on a
+filesystem they all share.
+
+exit codes: 0 done (skipped files, if any, are in the errors file); 1 --strict stopped at a bad file,
+or no input could be read; 2 bad arguments, model, weights, inputs or unfinished state of another
+run; 130 interrupted (with --out, run the same command again to resume).
+"""
+
+
+def add_commands(commands) -> None:
     batch_command = partial(
         commands.add_parser, epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-
-    listing = commands.add_parser("list", help="list model names", description="List registered model names.")
-    listing.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'fastvit_sa*'")
-    listing.add_argument("--pretrained", action="store_true", help="list name.tag for every published weight set")
-    listing.set_defaults(run=cmd_list)
-
-    info = commands.add_parser(
-        "info", help="params, GMACs, activations of a model",
-        description="Parameters, GMACs and activations (computed), input size, tags and licence of a model.",
-    )
-    info.add_argument("model", help="model name or name.tag")
-    info.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default: the model's own")
-    info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(run=cmd_info)
 
     predict = batch_command(
         "predict", help="top-k ImageNet classes of images",
@@ -384,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "probabilities; Parquet: the same columns, needs pyarrow).",
     )
     _add_batch_options(predict, chunk_size=1024)
-    predict.add_argument("--top-k", type=_positive, default=5, help="how many classes (default 5)")
+    predict.add_argument("--top-k", type=positive, default=5, help="how many classes (default 5)")
     predict.add_argument("--labels", metavar="FILE",
                          help="class names, one per line, for a model fine-tuned on other classes "
                               "(default: the ImageNet-1k names for 1000 outputs)")
@@ -400,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "FOLDER/stage<i>.npy (N x C x H x W, rows in input order) with FOLDER/paths.csv.",
     )
     _add_batch_options(features, chunk_size=64)
-    features.add_argument("--out-indices", type=int, nargs="+", default=[0, 1, 2, 3], help="stages (default 0 1 2 3)")
+    features.add_argument("--out-indices", type=non_negative, nargs="+", default=[0, 1, 2, 3], help="stages (default 0 1 2 3)")
     features.add_argument("--out", metavar="MAPS.npz|FOLDER", help="save the maps")
     features.set_defaults(run=cmd_features)
 
@@ -417,50 +329,3 @@ def build_parser() -> argparse.ArgumentParser:
                             "(fastvit_mci*), the CLIP image embedding that text embeddings compare with")
     embed.add_argument("--normalize", action="store_true", help="scale each embedding to unit L2 length (cosine search)")
     embed.set_defaults(run=cmd_embed)
-
-    export = commands.add_parser(
-        "export", help="export the fused model to ONNX or TorchScript",
-        description="Export the reparameterized (fused) eval model and check the file against PyTorch right after "
-        "writing (ONNX with onnxruntime: pip install 'fastvit[onnx]'); fails above 1e-4 relative difference.",
-    )
-    export.add_argument("model", help="model name or name.tag")
-    export.add_argument("--checkpoint", metavar="PATH", help="local weights instead of the pretrained ones")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
-    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX)")
-    export.add_argument("--dynamic-size", action="store_true", help="any image height and width (ONNX)")
-    export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    export.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default: the model's own")
-    export.add_argument("--batch-size", type=_positive, default=1, help="batch of the traced example (default 1)")
-    export.add_argument("--out", metavar="FILE", help="default NAME.onnx or NAME.pt")
-    export.set_defaults(run=cmd_export)
-
-    from .benchmark import build_parser as build_benchmark_parser
-
-    benchmark = commands.add_parser(
-        "benchmark", help="compare inference paths, timm and ONNX Runtime in one run",
-        description="Batch-1 latency, batch-32 throughput and peak memory of fastvit's inference paths, timm's "
-        "fused model and ONNX Runtime on the same weights, with the machine's matmul peak; prints a markdown table.",
-    )
-    build_benchmark_parser(benchmark)
-    benchmark.set_defaults(run=cmd_benchmark)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args) or EXIT_OK
-    except ImageLoadError as error:  # only --strict lets a bad file end a run
-        print(f"fastvit {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUTS
-    except (FastViTError, ValueError, OSError) as error:
-        print(f"fastvit {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"fastvit {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

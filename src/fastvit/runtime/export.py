@@ -1,6 +1,6 @@
 """ONNX and TorchScript export of the folded inference graph, each checked right after writing.
 
-:func:`export_onnx` writes the network as :func:`~fastvit.inference_folds.fold_for_inference` leaves
+:func:`export_onnx` writes the network as :func:`~fastvit.runtime.folds.fold_for_inference` leaves
 it (eval only: BatchNorms, layer scales and train-time branches folded away; attention as plain
 MatMul/Softmax; squeeze-excite and pooling as ReduceMean, so no input size is baked in), then
 runs the file with onnxruntime next to the PyTorch model and raises :class:`ExportCheckError`
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import FastViTError
+from ..errors import FastViTError
 
 __all__ = [
     "ExportCheckError",
@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 DEFAULT_OPSET = 17
+OPSETS = range(14, 24)
+"""ONNX opsets the export takes: attention needs 14 or later, and torch 2.13 writes at most 23."""
 FORMATS = ("onnx", "torchscript")
 
 
@@ -139,7 +141,7 @@ def _output_names(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str,
 
 def _prepare(model: nn.Module, fold: bool, outputs: Sequence[str] | None) -> tuple[_Outputs, tuple[str, ...]]:
     """An eval, float32, NCHW copy of ``model`` (folded unless ``fold=False``) with named outputs."""
-    from .inference_folds import fold_for_inference
+    from .folds import fold_for_inference
 
     model = fold_for_inference(model.eval()) if fold else copy.deepcopy(model).eval()
     model = model.float().cpu().to(memory_format=torch.contiguous_format)  # an NCHW trace: no transposes
@@ -231,6 +233,7 @@ def export_onnx(
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"unknown exporter {exporter!r}; expected 'torchscript' or 'dynamo'")
+    _check_opset(opset)
     if check:
         import_onnxruntime()  # fail before spending time on the export
     start = time.perf_counter()
@@ -266,6 +269,11 @@ def export_onnx(
             raise
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_opset(opset: int | None) -> None:
+    if opset is not None and opset not in OPSETS:
+        raise ValueError(f"ONNX opset {opset} is not supported; choose one from {OPSETS[0]} to {OPSETS[-1]}")
 
 
 def _export_dynamo(wrapped, example, path, names, opset, dynamic_batch, dynamic_size) -> None:
@@ -346,10 +354,11 @@ def export_model(
     """``fastvit export NAME``: build the model (pretrained weights, or ``checkpoint``), export
     it in ``format`` ('onnx' or 'torchscript') to ``out`` (default ``NAME.onnx`` / ``NAME.pt``)
     and check the file."""
-    from .registry import create_model
+    from ..models.registry import create_model
 
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    _check_opset(opset)
     model = create_model(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint,
                          **model_kwargs).eval()
     size = tuple(input_size or model.pretrained_cfg.get("input_size") or (3, 256, 256))

@@ -1,7 +1,7 @@
 """The oneDNN engine: every convolution of a folded FastViT as one oneDNN call, with its weight
 pre-packed per input size and the GELU or the residual add fused into it.
 
-:func:`to_onednn` swaps the modules of a :func:`~fastvit.inference_folds.fold_for_inference`
+:func:`to_onednn` swaps the modules of a :func:`~fastvit.runtime.folds.fold_for_inference`
 network in place; :func:`from_onednn` gives back the plain-op twin (for export and for the
 compilers, which fuse oneDNN calls themselves).
 """
@@ -13,8 +13,8 @@ import threading
 import torch
 from torch import Tensor, nn
 
-from .inference_folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, repeat_channels
-from .layers import MobileOneBlock, RepConditionalPosEnc, ReparamLargeKernelConv
+from .folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, repeat_channels
+from ..models.layers import MobileOneBlock, RepConditionalPosEnc, ReparamLargeKernelConv
 
 __all__ = ["OneDnnConv2d", "OneDnnFusion", "from_onednn", "onednn_available", "to_onednn"]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import (
+from ..models.layers import (
     Attention,
     AttentionBlock,
     ClassifierHead,
@@ -27,7 +27,7 @@ from .layers import (
     RepMixerBlock,
     SqueezeExcite,
 )
-from .reparam import fuse_conv_bn, reparameterize
+from ..models.reparam import fuse_conv_bn, reparameterize
 
 __all__ = [
     "FoldedAttention",

@@ -4,10 +4,10 @@
 ``Predictor.from_pretrained("fastvit_t8.apple_in1k")``) is a callable that computes
 ``model(images)`` in eval mode, only faster:
 
-1. **fold** (:func:`~fastvit.inference_folds.fold_for_inference`): timm's reparameterization,
+1. **fold** (:func:`~fastvit.runtime.folds.fold_for_inference`): timm's reparameterization,
    then the exact folds timm's key layout cannot hold (BatchNorms and layer scales into the
    convolutions beside them, channel-doubling grouped convs recast as depthwise ones).
-2. **run** it through oneDNN (:mod:`fastvit.onednn`: pre-packed weights, the GELU or the residual
+2. **run** it through oneDNN (:mod:`fastvit.runtime.onednn`: pre-packed weights, the GELU or the residual
    add fused into each convolution; ``engine="onednn"``, the default on CPU), on channels-last
    tensors. A large batch runs stage by stage, each stage in chunks sized to its activations, and
    is split across the cores as parallel single-threaded streams.
@@ -31,23 +31,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from .errors import FastViTError
-from .inference_folds import fold_for_inference
+from .batching import (
+    MICRO_BATCH_BYTES,
+    MIN_IMAGES_PER_STREAM,
+    Embedder,
+    segment_activation_bytes,
+    segments,
+    single_threaded_pool,
+)
+from .folds import fold_for_inference
 from .onednn import OneDnnFusion, from_onednn, onednn_available, to_onednn
+from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
 
 __all__ = [
     "AUTO_COMPILE_CALLS",
@@ -60,90 +64,11 @@ __all__ = [
     "bf16_is_native",
 ]
 
-PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("torch", "onnxruntime")
 ENGINES = ("onednn", "eager")
 COMPILERS = ("onednn-graph", "inductor")
 AUTO_COMPILE_CALLS = 10
 """With ``compile="auto"``, the number of runs of one input shape after which it is compiled."""
-MICRO_BATCH_BYTES = 8 << 20
-"""A large batch runs stage by stage, each stage in chunks of as many images as keep its largest
-activation under this budget: the early, high-resolution stages a few images at a time (their
-activations stay in cache), the late ones many at a time (their small convolutions need the batch
-to keep both cores busy)."""
-
-
-
-
-class PrecisionNotSupportedError(FastViTError):
-    """A precision this machine cannot run at speed (bf16 on a CPU without native bf16)."""
-
-
-def bf16_is_native() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16, AVX-NE-CONVERT or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-# ----------------------------------------------------------------------------------------------
-# Predictor
-# ----------------------------------------------------------------------------------------------
-
-
-class _Tail(nn.Module):
-    """final_conv and head of a (folded) FastVit: logits, or pooled pre-logits for ``embed``."""
-
-    def __init__(self, model: nn.Module, pre_logits: bool):
-        super().__init__()
-        self.final_conv, self.head, self.pre_logits = model.final_conv, model.head, pre_logits
-        self.train(False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.final_conv(x), pre_logits=self.pre_logits)
-
-
-def _segments(model: nn.Module, output: str) -> list[nn.Module] | None:
-    """The network cut at its stage boundaries (stem, each stage, tail), where the activation
-    size per image changes most; None for a network without that layout (features_only)."""
-    if not all(hasattr(model, name) for name in ("stem", "stages", "final_conv", "head")):
-        return None
-    return [model.stem, *model.stages, _Tail(model, pre_logits=output == "embed")]
-
-
-def _segment_activation_bytes(model: nn.Module, input_size: Sequence[int]) -> list[int] | None:
-    """Bytes of the largest activation of one image inside each segment at ``input_size`` (C, H, W).
-
-    Measured on a forward pass at a quarter of the size in each dimension and scaled up (the
-    meta device would say it exactly, but its first use imports torch's compiler stack: seconds).
-    """
-    segments = _segments(model, "forward")
-    if segments is None:
-        return None
-    channels, height, width = input_size
-    small = (channels, max(32, height // 4), max(32, width // 4))
-    scale = (height * width) / (small[1] * small[2])
-    largest = [0] * len(segments)
-    current = 0
-
-    def hook(_module, _inputs, output):
-        if isinstance(output, Tensor) and output.ndim >= 2:
-            largest[current] = max(largest[current], output[0].numel() * output.element_size())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        parameter = next(model.parameters())
-        x = torch.zeros(1, *small, device=parameter.device, dtype=parameter.dtype)
-        with torch.inference_mode():
-            for current, segment in enumerate(segments):
-                x = segment(x)
-    except Exception:  # noqa: BLE001 - a sizing heuristic must never break prediction
-        return None
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [int(size * scale) for size in largest]
 
 
 class Predictor:
@@ -177,7 +102,7 @@ class Predictor:
             stage-wise micro-batching is on, else 1.
         input_size: (C, H, W) the predictor is tuned for; default the model's pretrained size.
         allow_emulated_bf16: where bf16 is not native, run bf16 *numerics* instead of refusing:
-            every op's result is rounded to bf16 (:class:`_Bf16Rounding`), at fp32 speed.
+            every op's result is rounded to bf16 (:class:`Bf16Rounding`), at fp32 speed.
         cache_dir: where the ONNX Runtime backend keeps exported graphs (default
             ``$FASTVIT_CACHE`` or ``~/.cache/fastvit``).
         inplace: fold ``model`` itself instead of a copy: faster to set up and no second copy
@@ -255,13 +180,13 @@ class Predictor:
         self.micro_batch = micro_batch
         self.segment_batches: list[int] | None = None
         if micro_batch is None:  # per stage: as many images as keep its activations within budget
-            sizes = _segment_activation_bytes(self.model, self.input_size)
+            sizes = segment_activation_bytes(self.model, self.input_size)
             if sizes:
                 self.segment_batches = [max(1, MICRO_BATCH_BYTES // max(size, 1)) for size in sizes]
-        elif micro_batch > 0 and _segments(self.model, "forward") is not None:
-            self.segment_batches = [micro_batch] * len(_segments(self.model, "forward"))
+        elif micro_batch > 0 and segments(self.model, "forward") is not None:
+            self.segment_batches = [micro_batch] * len(segments(self.model, "forward"))
         if self.emulate_bf16:
-            _round_to_bf16_(self.model)
+            round_to_bf16_(self.model)
         elif precision == "bf16":
             self.model = self.model.to(torch.bfloat16)
         if engine == "onednn" and backend == "torch":
@@ -275,7 +200,9 @@ class Predictor:
         self._pool: ThreadPoolExecutor | None = None
         self._ort = None
         if backend == "onnxruntime":
-            self._ort = _OrtRunner(self.model_for_export(), self.input_size, threads, cache_dir)
+            from .backends.onnxruntime import OrtRunner
+
+            self._ort = OrtRunner(self.model_for_export(), self.input_size, threads, cache_dir)
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -290,7 +217,7 @@ class Predictor:
         **options: Any,
     ) -> Predictor:
         """``Predictor(create_model(name, pretrained=..., checkpoint_path=...), **options)``."""
-        from .registry import create_model
+        from ..models.registry import create_model
 
         model = create_model(name, pretrained=pretrained and checkpoint_path is None, checkpoint_path=checkpoint_path,
                              **(model_kwargs or {}))
@@ -303,13 +230,13 @@ class Predictor:
 
     @property
     def data_config(self) -> dict[str, Any]:
-        from .data import resolve_data_config
+        from ..data import resolve_data_config
 
         return resolve_data_config(pretrained_cfg=self.pretrained_cfg, args={"input_size": self.input_size})
 
     def transform(self):
         """The eval transform (PIL image -> float tensor) that belongs to the model's weights."""
-        from .data import create_transform
+        from ..data import create_transform
 
         return create_transform(**self.data_config)
 
@@ -346,18 +273,18 @@ class Predictor:
         """Run a batch (or a stream's share of one) on this thread: whole, in chunks, or stage by stage."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), _Bf16Rounding(self.emulate_bf16):
+        with torch.inference_mode(), Bf16Rounding(self.emulate_bf16):
             if self.emulate_bf16:
                 x = x.to(torch.bfloat16).float()
             if self.segment_batches is None and self.micro_batch and x.shape[0] > self.micro_batch:
-                whole = self.model if output == "forward" else _Embedder(self.model)  # features_only
+                whole = self.model if output == "forward" else Embedder(self.model)  # features_only
                 parts = [self._call(("whole", output), whole, chunk) for chunk in x.split(self.micro_batch)]
                 return [torch.cat(maps) for maps in zip(*parts)] if isinstance(parts[0], list) else torch.cat(parts)
             if self.segment_batches is None or x.shape[0] <= min(self.segment_batches):
-                whole = self.model if output == "forward" else _Embedder(self.model)
+                whole = self.model if output == "forward" else Embedder(self.model)
                 return self._call(("whole", output), whole, x)
             out = x
-            for index, (segment, step) in enumerate(zip(_segments(self.model, output), self.segment_batches)):
+            for index, (segment, step) in enumerate(zip(segments(self.model, output), self.segment_batches)):
                 key = (index, output)
                 if out.shape[0] > step:
                     out = torch.cat([self._call(key, segment, chunk) for chunk in out.split(step)])
@@ -369,7 +296,7 @@ class Predictor:
         """Worker threads that each run one share of a batch with one intra-op thread, so the
         cores work on different images instead of meeting at a barrier after every small op."""
         if self._pool is None:
-            self._pool = _single_threaded_pool(self.streams)
+            self._pool = single_threaded_pool(self.streams)
         return self._pool
 
     def _call(self, key: tuple, module: nn.Module, x: Tensor):
@@ -411,88 +338,6 @@ class Predictor:
         )
 
 
-MIN_IMAGES_PER_STREAM = 4
-"""A batch is split across streams only when each gets at least this many images."""
-
-
-def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
-    """A thread pool whose threads run torch ops with one intra-op thread each.
-
-    ``torch.set_num_threads`` sets the calling thread's OpenMP team size and a process-wide
-    default; each worker sets its own to 1 (after torch's lazy per-thread initialisation, which
-    would otherwise copy the default back), then the caller's default is restored.
-    """
-    restore = torch.get_num_threads()
-    ready = threading.Barrier(workers + 1)
-
-    def init() -> None:
-        torch.get_num_threads()  # torch's per-thread initialisation, done now
-        torch.set_num_threads(1)
-        ready.wait()
-
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="fastvit-stream", initializer=init)
-    for _ in range(workers):
-        pool.submit(lambda: None)
-    ready.wait()
-    torch.set_num_threads(restore)
-    return pool
-
-
-@torch.no_grad()
-def _round_to_bf16_(model: nn.Module) -> None:
-    """Round every float32 parameter and buffer of ``model`` to the nearest bfloat16, in place."""
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.dtype == torch.float32:
-            tensor.copy_(tensor.to(torch.bfloat16).float())
-
-
-class _Bf16Rounding(TorchDispatchMode):
-    """bf16 numerics at float32 speed: every float32 result of every op is rounded to bfloat16.
-
-    With weights and input rounded too, this is what a bf16 network computes on native hardware,
-    where each op reads bf16 operands, works in float32 and rounds its result to bf16; only the
-    summation order inside an op can differ.
-    """
-
-    def __init__(self, enabled: bool = True):
-        super().__init__()
-        self.enabled = enabled
-
-    def __enter__(self):
-        return super().__enter__() if self.enabled else self
-
-    def __exit__(self, *exc):
-        return super().__exit__(*exc) if self.enabled else None
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if getattr(func, "is_view", False):  # a view of rounded values is rounded
-            return out
-        return _round_tree(out, inplace=func._schema.is_mutable)
-
-
-def _round_tree(value, inplace: bool):
-    if isinstance(value, Tensor):
-        if value.dtype != torch.float32:
-            return value
-        return value.copy_(value.to(torch.bfloat16)) if inplace else value.to(torch.bfloat16).float()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_round_tree(v, inplace) for v in value)
-    return value
-
-
-class _Embedder(nn.Module):
-    """forward_features + pooled pre-logits of a (folded) FastVit."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-
-
 # ----------------------------------------------------------------------------------------------
 # Compilation
 # ----------------------------------------------------------------------------------------------
@@ -515,66 +360,3 @@ def _compile(module: nn.Module, example: Tensor, mode: str) -> Callable:
     return traced
 
 
-# ----------------------------------------------------------------------------------------------
-# ONNX Runtime backend
-# ----------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("FASTVIT_CACHE") or Path.home() / ".cache" / "fastvit")
-
-
-def _weights_digest(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in model.state_dict().items():
-        digest.update(key.encode())
-        digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-class _OrtRunner:
-    """onnxruntime sessions on the folded graph, one per image size (a static size lets ONNX Runtime
-    plan memory and pick its blocked-layout kernels; a dynamic one costs it ~20 %), each exported
-    once with a dynamic batch and cached on disk by weights digest."""
-
-    def __init__(self, folded: nn.Module, input_size: Sequence[int], threads: int | None, cache_dir):
-        from .export import import_onnxruntime
-
-        self.ort = import_onnxruntime()
-        self.folded = folded
-        self.outputs = ("logits", "embedding") if hasattr(folded, "forward_head") else ("output",)
-        self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.digest = _weights_digest(folded)
-        self.threads = threads
-        self.sessions: dict[tuple[int, ...], Any] = {}
-        self.session_for(tuple(input_size))
-
-    def session_for(self, size: tuple[int, ...]):
-        if size not in self.sessions:
-            from .export import export_onnx
-
-            path = self.cache / "onnx" / f"{self.digest}-{'x'.join(map(str, size))}-{'_'.join(self.outputs)}.onnx"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-                os.close(fd)
-                try:
-                    export_onnx(self.folded, tmp, input_size=size, dynamic_batch=True, outputs=self.outputs, fold=False)
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            options = self.ort.SessionOptions()
-            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            self.sessions[size] = self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            self.path = path
-        return self.sessions[size]
-
-    def __call__(self, images: Tensor, output: str) -> Tensor:
-        name = {"forward": self.outputs[0], "embed": self.outputs[-1]}[output]
-        x = images.detach().float().cpu().contiguous().numpy()
-        (result,) = self.session_for(tuple(x.shape[1:])).run([name], {"input": x})
-        return torch.from_numpy(result)

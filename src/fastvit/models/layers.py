@@ -1,7 +1,7 @@
 """FastViT's building blocks, each in its train-time and inference form.
 
 Module and parameter names follow timm's ``fastvit`` so that state dicts match key for key.
-The blocks with train-time branches subclass :class:`~fastvit.reparam.ReparamBlock` and fold
+The blocks with train-time branches subclass :class:`~fastvit.models.reparam.ReparamBlock` and fold
 themselves exactly into one convolution.
 """
 

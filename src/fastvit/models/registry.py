@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import CheckpointError, UnknownModelError
-from .model import FastVit, FastVitFeatures
+from ..errors import CheckpointError, UnknownModelError
+from .network import FastVit, FastVitFeatures
 from .reparam import reparameterize
 from .variants import VARIANTS, Variant
 
@@ -104,7 +104,7 @@ def _hub_pretrained_cfg(hub_id: str, cache_dir: str | os.PathLike[str] | None) -
     The repo's values win; fields it leaves empty (its ``first_conv`` is often null) come from
     our cfg of the same weights, or of the variant's default tag for weights we do not list.
     """
-    from .weights import read_hub_config, split_hub_id
+    from .hub import read_hub_config, split_hub_id
 
     repo_id, revision = split_hub_id(hub_id)
     config = read_hub_config(repo_id, revision, cache_dir)
@@ -137,14 +137,14 @@ def create_model(
     """Build a FastViT by timm name, e.g. ``create_model("fastvit_t8.apple_in1k", pretrained=True)``.
 
     ``model_name`` is ``variant``, ``variant.tag`` or ``hf-hub:org/name[@revision]`` (a Hub repo
-    with a timm ``config.json``). Keyword arguments go to :class:`~fastvit.model.FastVit`
+    with a timm ``config.json``). Keyword arguments go to :class:`~fastvit.models.network.FastVit`
     (``num_classes``, ``in_chans``, ``global_pool``, ``drop_rate``, ``drop_path_rate``,
     ``inference_mode``, ...). ``num_classes`` defaults to the loaded checkpoint's, else the
     pretrained tag's. ``features_only``
     returns the stage outputs selected by ``out_indices`` (indices, or an int for the last n; the
     first four by default, as in timm).
 
-    Weights (see :mod:`fastvit.weights`): ``pretrained=True`` loads the tag's weights from the
+    Weights (see :mod:`fastvit.models.weights`): ``pretrained=True`` loads the tag's weights from the
     Hugging Face Hub cache (``cache_dir`` overrides HF_HUB_CACHE), downloading them if needed;
     ``pretrained_cfg_overlay=dict(file=PATH)`` loads a local file instead and
     ``dict(hf_hub_revision=REV)`` another revision. ``checkpoint_path=PATH`` loads a local file in

@@ -1,0 +1,55 @@
+"""The ``fastvit`` command: parse arguments, call the library, print.
+
+One module per command group registers its subcommands (``add_commands``): :mod:`.info` (list, info),
+:mod:`.batch` (predict, features, embed), :mod:`.export` (export), :mod:`.benchmark` (benchmark). Heavy modules are
+imported inside the commands that need them, so ``fastvit --help`` and ``fastvit list`` start fast.
+Every expected failure ends as one line on stderr and a non-zero exit code: 1 for bad input images
+(``--strict``, or none readable), 2 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import FastViTError, ImageLoadError
+from . import batch, benchmark, export, info
+from .common import EXIT_BAD_INPUTS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, Parser
+
+COMMAND_GROUPS = (info, batch, export, benchmark)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="fastvit", description="FastViT image models: classify, extract features, embed, inspect.",
+        epilog="Exit codes: 0 success, 1 bad input images (see the command's help), 2 errors, 130 interrupted.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or EXIT_OK
+    except ImageLoadError as error:  # only --strict lets a bad file end a run
+        print(f"fastvit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUTS
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"fastvit {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (FastViTError, ValueError) as error:
+        print(f"fastvit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"fastvit {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

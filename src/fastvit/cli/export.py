@@ -1,0 +1,36 @@
+"""``fastvit export``: the fused model as ONNX or TorchScript, checked against PyTorch after writing."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import image_side, positive
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..runtime.export import export_model
+
+    result = export_model(
+        args.model, args.format, args.out, checkpoint=args.checkpoint, dynamic_batch=args.dynamic_batch,
+        dynamic_size=args.dynamic_size, opset=args.opset, batch_size=args.batch_size,
+        input_size=(3, *args.input_size) if args.input_size else None,
+    )
+    print(result.summary())
+
+
+def add_commands(commands) -> None:
+    export = commands.add_parser(
+        "export", help="export the fused model to ONNX or TorchScript",
+        description="Export the reparameterized (fused) eval model and check the file against PyTorch right after "
+        "writing (ONNX with onnxruntime: pip install 'fastvit[onnx]'); fails above 1e-4 relative difference.",
+    )
+    export.add_argument("model", help="model name or name.tag")
+    export.add_argument("--checkpoint", metavar="PATH", help="local weights instead of the pretrained ones")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
+    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX)")
+    export.add_argument("--dynamic-size", action="store_true", help="any image height and width (ONNX)")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--input-size", nargs=2, type=image_side, metavar=("H", "W"), help="default: the model's own")
+    export.add_argument("--batch-size", type=positive, default=1, help="batch of the traced example (default 1)")
+    export.add_argument("--out", metavar="FILE", help="default NAME.onnx or NAME.pt")
+    export.set_defaults(run=cmd_export)

@@ -1,0 +1,111 @@
+"""The input pipeline of a job: images decoded and transformed in DataLoader worker processes, in planned
+batches that never cross a chunk boundary; a file that cannot be read becomes a recorded reason, never
+an exception in a worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..data import load_image
+from ..errors import ImageLoadError
+from .store import ChunkResult
+
+__all__ = ["ImageFiles", "LoadedBatch", "chunk_result", "collate", "init_worker", "pixel_limit"]
+
+
+class _PathTable:
+    """Paths packed into two NumPy arrays. DataLoader workers share it as the parent built it,
+    where a list of millions of Python strings would be copied into each worker page by page
+    (reading a string touches its reference count)."""
+
+    def __init__(self, paths: Sequence[str]):
+        encoded = [os.fsencode(path) for path in paths]
+        self._offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int64)
+        self._bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        return os.fsdecode(self._bytes[self._offsets[index] : self._offsets[index + 1]].tobytes())
+
+
+class _Sample(NamedTuple):
+    position: int
+    image: Tensor | None  # None when the file could not be read
+    failure: str | None  # why not
+
+
+class ImageFiles(Dataset):
+    """Input position -> the transformed image, or the reason it cannot be read (never raises
+    for a bad file, so a worker process never dies of one)."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable[[Image.Image], Tensor]):
+        self.paths = _PathTable(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> _Sample:
+        path = self.paths[position]
+        try:
+            image = load_image(path)
+        except ImageLoadError as error:
+            return _Sample(position, None, error.reason)
+        return _Sample(position, self.transform(image), None)
+
+
+@dataclass(frozen=True)
+class LoadedBatch:
+    positions: list[int]  # the inputs that loaded
+    images: Tensor | None  # their images (len(positions), 3, H, W), None if none loaded
+    failures: list[tuple[int, str]]  # (position, reason) of those that did not
+
+    def pin_memory(self) -> LoadedBatch:  # called by DataLoader(pin_memory=True)
+        return self if self.images is None else replace(self, images=self.images.pin_memory())
+
+
+def collate(samples: list[_Sample]) -> LoadedBatch:
+    loaded = [sample for sample in samples if sample.image is not None]
+    return LoadedBatch(
+        positions=[sample.position for sample in loaded],
+        images=torch.stack([sample.image for sample in loaded]) if loaded else None,
+        failures=[(sample.position, sample.failure) for sample in samples if sample.image is None],
+    )
+
+
+def init_worker(max_image_pixels: int | None, worker_id: int) -> None:
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+
+
+@contextmanager
+def pixel_limit(max_image_pixels: int | None) -> Iterator[None]:
+    """Pillow's decompression-bomb limit (a global) set for the inputs decoded in this process."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_image_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def chunk_result(chunk: int, batches: list[tuple[LoadedBatch, dict[str, np.ndarray]]]) -> ChunkResult:
+    with_rows = [rows for batch, rows in batches if batch.positions]
+    names = with_rows[0] if with_rows else ()
+    return ChunkResult(
+        index=chunk,
+        positions=np.array([p for batch, _ in batches for p in batch.positions], dtype=np.int64),
+        arrays={name: np.concatenate([rows[name] for rows in with_rows]) for name in names},
+        failed_positions=np.array([p for batch, _ in batches for p, _ in batch.failures], dtype=np.int64),
+        failed_reasons=[reason for batch, _ in batches for _, reason in batch.failures],
+    )

@@ -1,0 +1,64 @@
+"""The ONNX Runtime backend: the folded graph exported once per image size (cached on disk by weights
+digest) and run by an ``InferenceSession``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .cache import default_cache_dir, weights_digest
+
+__all__ = ["OrtRunner"]
+
+
+class OrtRunner:
+    """onnxruntime sessions on the folded graph, one per image size (a static size lets ONNX Runtime
+    plan memory and pick its blocked-layout kernels; a dynamic one costs it ~20 %), each exported
+    once with a dynamic batch and cached on disk by weights digest."""
+
+    def __init__(self, folded: nn.Module, input_size: Sequence[int], threads: int | None, cache_dir):
+        from ..export import import_onnxruntime
+
+        self.ort = import_onnxruntime()
+        self.folded = folded
+        self.outputs = ("logits", "embedding") if hasattr(folded, "forward_head") else ("output",)
+        self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.digest = weights_digest(folded)
+        self.threads = threads
+        self.sessions: dict[tuple[int, ...], Any] = {}
+        self.session_for(tuple(input_size))
+
+    def session_for(self, size: tuple[int, ...]):
+        if size not in self.sessions:
+            from ..export import export_onnx
+
+            path = self.cache / "onnx" / f"{self.digest}-{'x'.join(map(str, size))}-{'_'.join(self.outputs)}.onnx"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+                os.close(fd)
+                try:
+                    export_onnx(self.folded, tmp, input_size=size, dynamic_batch=True, outputs=self.outputs, fold=False)
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            options = self.ort.SessionOptions()
+            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if self.threads:
+                options.intra_op_num_threads = self.threads
+            self.sessions[size] = self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.path = path
+        return self.sessions[size]
+
+    def __call__(self, images: Tensor, output: str) -> Tensor:
+        name = {"forward": self.outputs[0], "embed": self.outputs[-1]}[output]
+        x = images.detach().float().cpu().contiguous().numpy()
+        (result,) = self.session_for(tuple(x.shape[1:])).run([name], {"input": x})
+        return torch.from_numpy(result)

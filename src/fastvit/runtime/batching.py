@@ -1,0 +1,112 @@
+"""How the Predictor cuts a batch: the network split at its stage boundaries (so each stage runs in
+chunks sized to its activations), and streams that run shares of a batch on single-threaded workers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MICRO_BATCH_BYTES", "MIN_IMAGES_PER_STREAM", "Embedder", "segment_activation_bytes", "segments",
+           "single_threaded_pool"]
+
+MICRO_BATCH_BYTES = 8 << 20
+"""A large batch runs stage by stage, each stage in chunks of as many images as keep its largest
+activation under this budget: the early, high-resolution stages a few images at a time (their
+activations stay in cache), the late ones many at a time (their small convolutions need the batch
+to keep both cores busy)."""
+MIN_IMAGES_PER_STREAM = 4
+"""A batch is split across streams only when each gets at least this many images."""
+
+
+class _Tail(nn.Module):
+    """final_conv and head of a (folded) FastVit: logits, or pooled pre-logits for ``embed``."""
+
+    def __init__(self, model: nn.Module, pre_logits: bool):
+        super().__init__()
+        self.final_conv, self.head, self.pre_logits = model.final_conv, model.head, pre_logits
+        self.train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.final_conv(x), pre_logits=self.pre_logits)
+
+
+def segments(model: nn.Module, output: str) -> list[nn.Module] | None:
+    """The network cut at its stage boundaries (stem, each stage, tail), where the activation
+    size per image changes most; None for a network without that layout (features_only)."""
+    if not all(hasattr(model, name) for name in ("stem", "stages", "final_conv", "head")):
+        return None
+    return [model.stem, *model.stages, _Tail(model, pre_logits=output == "embed")]
+
+
+def segment_activation_bytes(model: nn.Module, input_size: Sequence[int]) -> list[int] | None:
+    """Bytes of the largest activation of one image inside each segment at ``input_size`` (C, H, W).
+
+    Measured on a forward pass at a quarter of the size in each dimension and scaled up (the
+    meta device would say it exactly, but its first use imports torch's compiler stack: seconds).
+    """
+    parts = segments(model, "forward")
+    if parts is None:
+        return None
+    channels, height, width = input_size
+    small = (channels, max(32, height // 4), max(32, width // 4))
+    scale = (height * width) / (small[1] * small[2])
+    largest = [0] * len(parts)
+    current = 0
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, Tensor) and output.ndim >= 2:
+            largest[current] = max(largest[current], output[0].numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        parameter = next(model.parameters())
+        x = torch.zeros(1, *small, device=parameter.device, dtype=parameter.dtype)
+        with torch.inference_mode():
+            for current, segment in enumerate(parts):
+                x = segment(x)
+    except Exception:  # noqa: BLE001 - a sizing heuristic must never break prediction
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [int(size * scale) for size in largest]
+
+
+class Embedder(nn.Module):
+    """forward_features + pooled pre-logits of a (folded) FastVit."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def single_threaded_pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool whose threads run torch ops with one intra-op thread each.
+
+    ``torch.set_num_threads`` sets the calling thread's OpenMP team size and a process-wide
+    default; each worker sets its own to 1 (after torch's lazy per-thread initialisation, which
+    would otherwise copy the default back), then the caller's default is restored.
+    """
+    restore = torch.get_num_threads()
+    ready = threading.Barrier(workers + 1)
+
+    def init() -> None:
+        torch.get_num_threads()  # torch's per-thread initialisation, done now
+        torch.set_num_threads(1)
+        ready.wait()
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fastvit-stream", initializer=init)
+    for _ in range(workers):
+        pool.submit(lambda: None)
+    ready.wait()
+    torch.set_num_threads(restore)
+    return pool
+
