@@ -436,6 +436,21 @@ def test_load_image_refuses_unreadable_files(tmp_path, make, reason):
     assert "\n" not in message
 
 
+def test_load_image_from_bytes_and_file_objects():
+    """An upload arrives as bytes or a file object: it decodes to the same pixels as the file, and
+    bad data gets the same one-line reasons."""
+    path = IMAGES / "rocket.jpg"
+    data = path.read_bytes()
+    expected = np.asarray(load_image(path))
+    assert np.array_equal(np.asarray(load_image(data)), expected)
+    with path.open("rb") as file:
+        assert np.array_equal(np.asarray(load_image(file)), expected)
+    for bad, reason in ((b"", "the file is empty"), (b"not an image", "not an image format Pillow can read"),
+                        (data[:3000], "cannot decode it")):
+        with pytest.raises(ImageLoadError, match=f"cannot load image '<bytes>': {reason}"):
+            load_image(bad)
+
+
 def test_load_image_reports_permission_denied(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

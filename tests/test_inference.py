@@ -16,7 +16,7 @@ import fastvit
 from conftest import synthetic_model
 from fastvit.data import create_transform, load_image, resolve_data_config
 from fastvit.runtime.precision import PrecisionNotSupportedError, bf16_is_native
-from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, Predictor
+from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, MAX_COMPILED_SHAPES, Predictor
 from fastvit.runtime.folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
 from fastvit.runtime.onednn import OneDnnConv2d, onednn_available
 from fastvit.models.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
@@ -167,6 +167,41 @@ def test_auto_compiles_a_shape_only_once_it_repeats():
         assert relative_error(predictor(x), expected) <= RTOL
     assert predictor._compiled
     assert not torch.jit.onednn_fusion_enabled()
+
+
+@needs_onednn
+def test_compiled_shapes_are_bounded():
+    """A caller sending many batch sizes (a dynamic batcher) gets at most MAX_COMPILED_SHAPES of them
+    compiled; the others keep running, uncompiled, with the same results."""
+    model = synthetic_model("fastvit_t8")
+    predictor = Predictor(model, compile=True, input_size=(3, 64, 64), streams=1)
+    for batch in range(1, MAX_COMPILED_SHAPES + 6):
+        x = synthetic_input((batch, 3, 64, 64))
+        assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert len(predictor.compiled_shapes) == MAX_COMPILED_SHAPES
+    pieces = len(predictor._compiled)
+    for batch in (17, 19):
+        x = synthetic_input((batch, 3, 64, 64))
+        assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert len(predictor._compiled) == pieces
+
+
+@needs_onednn
+def test_prepare_compiles_the_given_batch_sizes_and_freezes_the_rest():
+    model = synthetic_model("fastvit_t8")
+    predictor = Predictor(model, input_size=(3, 64, 64))  # compile="auto"
+    predictor.prepare([1, 4], outputs=("forward", "embed"))
+    prepared = dict(predictor._compiled)
+    assert predictor.compiled_shapes == [(output, (b, 3, 64, 64)) for output in ("embed", "forward") for b in (1, 4)]
+    assert prepared  # compiled at once, not after AUTO_COMPILE_CALLS calls
+    for _ in range(AUTO_COMPILE_CALLS + 1):  # another size repeats: it never reaches the compiler
+        x = synthetic_input((3, 3, 64, 64))
+        assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    x = synthetic_input((4, 3, 64, 64))
+    assert relative_error(predictor.embed(x), reference(model, x, embed=True)) <= RTOL
+    assert predictor._compiled == prepared
+    with pytest.raises(ValueError):
+        predictor.prepare(range(1, MAX_COMPILED_SHAPES + 2))
 
 
 def test_bad_options_are_rejected():

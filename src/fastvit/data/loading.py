@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageLoadError
 
-__all__ = ["load_image", "to_rgb"]
+__all__ = ["ImageSource", "load_image", "to_rgb"]
 
 # Integer and float modes Pillow would clip to 0..255 when converting; each value below is the
 # one that maps to white (255). "I" comes from 16-bit sources, so it shares their range.
 _WHITE_LEVEL = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as a fully decoded RGB ``PIL.Image``.
+ImageSource = str | os.PathLike[str] | bytes | BinaryIO
+"""An image file: a path, the file's bytes, or a binary file object (an upload, say)."""
+
+
+def load_image(path: ImageSource) -> Image.Image:
+    """Open an image file (a path, its bytes, or a binary file object) as a fully decoded RGB
+    ``PIL.Image``.
 
     Any Pillow mode is accepted. The EXIF orientation is applied (phone photos come out upright).
     Transparent pixels are composited on white, the usual page background, so that a logo or a
@@ -31,22 +38,28 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
 
     Raises:
         ImageLoadError: the file is missing, unreadable, empty, not an image, truncated or corrupt,
-            or too large; the one-line message names the file and the reason.
+            or too large; the one-line message names the file (``<bytes>`` or the file object's
+            name for data not read from a path) and the reason.
     """
-    name = os.fspath(path)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        name, source = "<bytes>", io.BytesIO(path)
+    elif hasattr(path, "read"):
+        name, source = str(getattr(path, "name", "<stream>")), path
+    else:
+        name = source = os.fspath(path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x the limit; make that a refusal as well.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as opened:
+            with Image.open(source) as opened:
                 opened.load()  # decode everything now, so truncated files fail here
                 upright = ImageOps.exif_transpose(opened)
         return to_rgb(upright)
     except Exception as exc:  # Pillow's decoders raise many exception types on corrupt files
-        raise ImageLoadError(name, _load_failure_reason(name, exc)) from exc
+        raise ImageLoadError(name, _load_failure_reason(source, exc)) from exc
 
 
-def _load_failure_reason(name: str, exc: Exception) -> str:
+def _load_failure_reason(source: str | BinaryIO, exc: Exception) -> str:
     """A short, one-line explanation of why ``load_image`` failed."""
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         limit = Image.MAX_IMAGE_PIXELS
@@ -58,9 +71,16 @@ def _load_failure_reason(name: str, exc: Exception) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, UnidentifiedImageError):
-        return "the file is empty" if os.path.getsize(name) == 0 else "not an image format Pillow can read"
+        return "the file is empty" if _is_empty(source) else "not an image format Pillow can read"
     detail = " ".join(str(exc).split()) or "no details"
     return f"cannot decode it ({type(exc).__name__}: {detail})"
+
+
+def _is_empty(source: str | BinaryIO) -> bool:
+    if isinstance(source, str):
+        return os.path.getsize(source) == 0
+    source.seek(0, io.SEEK_END)
+    return source.tell() == 0
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

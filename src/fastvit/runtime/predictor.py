@@ -69,6 +69,10 @@ ENGINES = ("onednn", "eager")
 COMPILERS = ("onednn-graph", "inductor")
 AUTO_COMPILE_CALLS = 10
 """With ``compile="auto"``, the number of runs of one input shape after which it is compiled."""
+MAX_COMPILED_SHAPES = 8
+"""Input shapes (per output) a Predictor compiles at most; others run uncompiled. Each compiled
+shape holds its own frozen graph and oneDNN primitives, so without a bound a caller that sends
+many batch sizes (a dynamic batcher) grows memory and keeps stalling on the compiler."""
 
 
 class Predictor:
@@ -194,6 +198,8 @@ class Predictor:
         self._compiled: dict[tuple, Callable] = {}
         self._runs: dict[tuple, int] = {}  # runs per input shape, for compile="auto"
         self._compile_lock = threading.Lock()
+        self._compiled_shapes: set[tuple] = set()  # (output, batch shape) of the calls that may compile
+        self._shapes_frozen = False
         if streams is None:
             streams = torch.get_num_threads() if on_cpu and backend == "torch" and self.segment_batches else 1
         self.streams = max(1, streams)
@@ -251,25 +257,63 @@ class Predictor:
         """Pooled pre-logits features (B, num_features), as ``forward_head(..., pre_logits=True)``."""
         return self._run(images, "embed")
 
-    def _run(self, images: Tensor, output: str):
+    def prepare(self, batch_sizes: Sequence[int], outputs: Sequence[str] = ("forward",), freeze: bool = True) -> None:
+        """Compile (when compiling is on) and warm every shape that calls with these batch sizes
+        at ``input_size`` run, now rather than on a later call's path. With ``freeze``, no other
+        shape is ever compiled afterwards: calls of other sizes run uncompiled, so a server that
+        pads its batches to these sizes never waits for the compiler and its memory stays flat."""
+        unknown = set(outputs) - {"forward", "embed"}
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)}; expected 'forward' and/or 'embed'")
+        if len(set(batch_sizes)) * len(set(outputs)) > MAX_COMPILED_SHAPES and self.compile:
+            raise ValueError(f"at most {MAX_COMPILED_SHAPES} shapes are compiled; prepare fewer batch sizes")
+        for output in outputs:
+            for batch in sorted(set(batch_sizes)):
+                self._run(torch.zeros(batch, *self.input_size), output, compile_now=True)
+        self._shapes_frozen = freeze
+
+    @property
+    def compiled_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(output, batch shape) of the calls whose pieces are compiled or may be compiled."""
+        return sorted(self._compiled_shapes)
+
+    def _run(self, images: Tensor, output: str, compile_now: bool = False):
         if images.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(images.shape)}")
         if self._ort is not None:
             return self._ort(images, output)
         dtype = torch.bfloat16 if self.precision == "bf16" and not self.emulate_bf16 else torch.float32
         x = images.to(self.device, dtype)
+        compiling = self._compiling((output, tuple(x.shape)), compile_now)
         with self._fusion_enabled():  # process-wide state: set once here, not in each stream
             if self.streams > 1 and x.shape[0] >= MIN_IMAGES_PER_STREAM * self.streams:
                 parts = x.tensor_split(self.streams)
-                outs = list(self._stream_pool().map(lambda part: self._run_local(part, output), parts))
+                outs = list(self._stream_pool().map(lambda part: self._run_local(part, output, compiling), parts))
                 out = [torch.cat(maps) for maps in zip(*outs)] if isinstance(outs[0], list) else torch.cat(outs)
             else:
-                out = self._run_local(x, output)
+                out = self._run_local(x, output, compiling)
         if isinstance(out, Tensor):
             return out.float() if out.dtype != torch.float32 else out
         return [o.float() for o in out]
 
-    def _run_local(self, x: Tensor, output: str):
+    def _compiling(self, shape: tuple, now: bool) -> tuple[tuple, bool] | None:
+        """How the pieces of a call of this (output, batch shape) compile: None when compiling is
+        off, else (shape, compile at once?) for :meth:`_call`."""
+        if not self.compile:
+            return None
+        return shape, now or self.compile != "auto"
+
+    def _admit(self, shape: tuple) -> bool:
+        """Whether pieces of calls of ``shape`` may be compiled: a shape already admitted, or a new
+        one while fewer than ``MAX_COMPILED_SHAPES`` are and the shapes are not frozen."""
+        if shape in self._compiled_shapes:
+            return True
+        if self._shapes_frozen or len(self._compiled_shapes) >= MAX_COMPILED_SHAPES:
+            return False
+        self._compiled_shapes.add(shape)
+        return True
+
+    def _run_local(self, x: Tensor, output: str, compiling: tuple[tuple, bool] | None):
         """Run a batch (or a stream's share of one) on this thread: whole, in chunks, or stage by stage."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -278,18 +322,18 @@ class Predictor:
                 x = x.to(torch.bfloat16).float()
             if self.segment_batches is None and self.micro_batch and x.shape[0] > self.micro_batch:
                 whole = self.model if output == "forward" else Embedder(self.model)  # features_only
-                parts = [self._call(("whole", output), whole, chunk) for chunk in x.split(self.micro_batch)]
+                parts = [self._call(("whole", output), whole, chunk, compiling) for chunk in x.split(self.micro_batch)]
                 return [torch.cat(maps) for maps in zip(*parts)] if isinstance(parts[0], list) else torch.cat(parts)
             if self.segment_batches is None or x.shape[0] <= min(self.segment_batches):
                 whole = self.model if output == "forward" else Embedder(self.model)
-                return self._call(("whole", output), whole, x)
+                return self._call(("whole", output), whole, x, compiling)
             out = x
             for index, (segment, step) in enumerate(zip(segments(self.model, output), self.segment_batches)):
                 key = (index, output)
                 if out.shape[0] > step:
-                    out = torch.cat([self._call(key, segment, chunk) for chunk in out.split(step)])
+                    out = torch.cat([self._call(key, segment, chunk, compiling) for chunk in out.split(step)])
                 else:
-                    out = self._call(key, segment, out)
+                    out = self._call(key, segment, out, compiling)
             return out
 
     def _stream_pool(self) -> ThreadPoolExecutor:
@@ -299,19 +343,24 @@ class Predictor:
             self._pool = single_threaded_pool(self.streams)
         return self._pool
 
-    def _call(self, key: tuple, module: nn.Module, x: Tensor):
-        if not self.compile:
+    def _call(self, key: tuple, module: nn.Module, x: Tensor, compiling: tuple[tuple, bool] | None):
+        if compiling is None:
             return module(x)
         key = (*key, tuple(x.shape), x.dtype, x.is_contiguous())
         compiled = self._compiled.get(key)
         if compiled is not None:
             return compiled(x)
-        if self.compile == "auto":
+        shape, now = compiling
+        if not now:
+            if len(self._runs) > 4 * MAX_COMPILED_SHAPES * 64:  # counts of shapes that never compiled
+                self._runs.clear()
             self._runs[key] = runs = self._runs.get(key, 0) + 1
             if runs < AUTO_COMPILE_CALLS:
                 return module(x)
         with self._compile_lock:
             if key not in self._compiled:
+                if not self._admit(shape):
+                    return module(x)
                 self._compiled[key] = self._compile_shape(module, x)
         return self._compiled[key](x)
 
