@@ -25,25 +25,29 @@ import torch
 from PIL import Image
 
 import fastvit
+from fastvit.data import resolve_data_config
 from fastvit.jobs.job import BatchJob, JobSettings, PipelineOptions
 from fastvit.jobs.outputs import Embedding, make_forward
 from fastvit.jobs.store import JobFiles, sidecar
 from fastvit.jobs.writers import NpyArrays
 from fastvit.runtime.devices import default_device, default_workers
-from fastvit.data import resolve_data_config
 
 SOURCES = Path(__file__).resolve().parents[1] / "tests" / "images"
 
 
-def make_photos(folder: Path, count: int, seed: int = 0) -> None:
-    """``count`` JPEGs, each a random crop of a test image resized to 256..1024 px on its long side."""
+def make_photos(
+    folder: Path, count: int, seed: int = 0, sides: tuple[int, int] = (256, 1024),
+    sources: list[Image.Image] | None = None,
+) -> None:
+    """``count`` JPEGs, each a random crop of a test image (or of ``sources``) resized to ``sides``
+    (least, most) pixels on its long side."""
     rng = random.Random(seed)
-    sources = [Image.open(path).convert("RGB") for path in sorted(SOURCES.iterdir())]
+    sources = sources or [Image.open(path).convert("RGB") for path in sorted(SOURCES.iterdir())]
     for index in range(count):
         image = sources[index % len(sources)]
         width, height = rng.randint(image.width // 3, image.width), rng.randint(image.height // 3, image.height)
         left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
-        scale = rng.randint(256, 1024) / max(width, height)
+        scale = rng.randint(*sides) / max(width, height)
         crop = image.crop((left, top, left + width, top + height))
         resized = crop.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
         subfolder = folder / f"{index // 1000:03d}"

@@ -17,17 +17,16 @@ import torch
 from PIL import Image
 
 import fastvit
+from fastvit.data import imagenet_classes, resolve_data_config
+from fastvit.errors import FastViTError, ImageLoadError
 from fastvit.jobs.inputs import collect_inputs
 from fastvit.jobs.job import BatchJob, JobSettings, PipelineOptions
 from fastvit.jobs.outputs import Embedding, TopK, TorchForward, make_forward
 from fastvit.jobs.store import ChunkResult, ChunkStore, JobFiles, sidecar
 from fastvit.jobs.writers import NpyArrays, PredictionsCsv, PredictionsJsonl, PredictionsParquet
-from fastvit.data import imagenet_classes, resolve_data_config
-from fastvit.errors import FastViTError, ImageLoadError
+
 from conftest import save_checkpoint, synthetic_model
-
 from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv
-
 
 # ----------------------------------------------------------------------------------------------
 # Fixtures
@@ -225,6 +224,7 @@ def test_identity_changes_with_whatever_changes_the_results(checkpoint, tmp_path
         replace(base, backend="onnxruntime"),
         replace(base, chunk_size=512),
         replace(base, max_image_pixels=None),
+        replace(base, decode="fast"),
     ]
     assert base.identity(paths) == replace(base, data_config=dict(config)).identity(list(paths))
     identities = [base.identity(paths), base.identity(paths[::-1]), *(v.identity(paths) for v in variants)]
@@ -268,3 +268,28 @@ def test_interrupted_commit_leaves_no_chunk_behind(tmp_path, monkeypatch):
         store.commit(chunk(0, [0, 1]))
     assert store.committed() == set()
     assert sorted(path.name for path in store.directory.iterdir()) == ["job.json"]
+
+
+def test_fast_decoding_job_and_its_resume_identity(photos, checkpoint, reference, tmp_path):
+    """decode='fast' runs through the workers to embeddings close to the exact ones; a job stopped
+    with one decode mode resumes with that mode only."""
+    folder, good, _ = photos
+    empty = str(folder / "empty.jpg")
+    inputs = [*good[:8], empty, good[8]]  # chunks of 4: strict stops in the third
+    out = tmp_path / "emb.npy"
+    writer, files = NpyArrays({"embedding": out}, sidecar(out, "paths.csv")), JobFiles.for_output(out)
+
+    exact = make_job(checkpoint, Embedding(), batch_size=2)
+    fast = replace(exact, settings=replace(exact.settings, decode="fast"))
+
+    with pytest.raises(ImageLoadError):
+        replace(fast, options=replace(fast.options, strict=True)).run_to_files(inputs, writer, files)
+    with pytest.raises(FastViTError, match=r"other settings \(differing: decode\)"):
+        exact.run_to_files(inputs, writer, files)
+    report = replace(fast, options=replace(fast.options, workers=2)).run_to_files(inputs, writer, files)
+
+    assert (report.resumed, report.images, report.skipped) == (8, 9, 1)
+    expected, embeddings = direct_call(reference, [*good[:8], good[8]], pre_logits=True), np.load(out)
+    cosine = (expected * embeddings).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(embeddings, axis=1)
+    assert cosine.min() > 0.9999 and 0 < np.abs(embeddings - expected).max() < 0.05
+    assert json.loads(files.record.read_text())["identity"]["decode"] == "fast"

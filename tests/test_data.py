@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from fastvit.data import (
+    ImageDecoder,
+    create_decoder,
     create_transform,
     imagenet_classes,
     imagenet_synsets,
@@ -23,7 +25,10 @@ from fastvit.data import (
     resolve_data_config,
     resolve_model_data_config,
     split_per_batch,
+    stack_images,
 )
+from fastvit.data.decoding import reduced_size_needed
+from fastvit.data.loading import ImageReader
 from fastvit.data.transforms import (
     CenterCrop,
     Compose,
@@ -567,3 +572,147 @@ def test_split_per_batch_gives_the_whole_transforms_values():
     assert torch.equal(batch, torch.stack([transform(image) for image in images]))
     whole, identity = split_per_batch(Compose(transform.transforms[:-1]))
     assert whole.transforms == transform.transforms[:-1] and identity(batch) is batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoders: exact (the transform, bit for bit) and fast (reduced JPEG decoding, faster resize)
+# ----------------------------------------------------------------------------------------------
+
+SMALL_MODEL = {"input_size": (3, 64, 64), "crop_pct": 0.9, "interpolation": "bicubic"}  # resize to 71, crop 64
+
+
+def jpeg_bytes(img: Image.Image, size: tuple[int, int] | None = None, **save_args) -> bytes:
+    """``img`` (resized to ``size``) as JPEG quality 90."""
+    data = io.BytesIO()
+    (img.resize(size, Image.Resampling.BICUBIC) if size else img).save(data, "JPEG", quality=90, **save_args)
+    return data.getvalue()
+
+
+def pixel_differences(config: dict, source, **options) -> tuple[float, int]:
+    """Mean and largest difference (grey levels) between the fast and the exact decoder's pixels."""
+    exact, fast = (create_decoder(config, mode, **options)(source).int() for mode in ("exact", "fast"))
+    assert exact.shape == fast.shape
+    difference = (exact - fast).abs()
+    return difference.float().mean().item(), difference.max().item()
+
+
+def test_exact_decoder_is_the_transform_bit_for_bit():
+    config = resolve_data_config(model="fastvit_t8")
+    transform, decoder = create_transform(**config), create_decoder(config)
+    paths = [IMAGES / name for name in PHOTOS]
+    batch = stack_images([decoder(path) for path in paths])
+    assert batch.dtype == torch.uint8 and batch.is_contiguous(memory_format=torch.channels_last)
+    floats = decoder.to_float(batch)
+    assert floats.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(floats, torch.stack([transform(load_image(path)) for path in paths]))
+
+
+@pytest.mark.parametrize(
+    ("stored", "orientation", "expected_reduction"),
+    [((1280, 960), 1, 4), ((960, 1280), 1, 4), ((1280, 960), 6, 4), ((400, 300), 1, 2), ((3000, 80), 1, 1),
+     ((150, 120), 1, 1)],
+    ids=["landscape", "portrait", "exif-rotated", "small", "strip", "smaller-than-twice"],
+)
+def test_fast_decoding_keeps_at_least_twice_the_resize_target(stored, orientation, expected_reduction):
+    """The DCT scale is the smallest that leaves 2 decoded pixels per output pixel both ways:
+    never fewer, and the next scale down would leave fewer (unless 1/8, the last)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = jpeg_bytes(load_image(IMAGES / "chelsea.png"), stored, exif=exif)
+    resize = create_transform(**SMALL_MODEL).transforms[1]
+    with ImageReader(data) as reader:
+        plan = resize.plan(*reader.size)
+        decoded = reader.decode(min_size=reduced_size_needed(plan, reader.size))
+    assert reader.size == (stored[::-1] if orientation == 6 else stored)
+    assert reader.reduction == expected_reduction
+    assert decoded.size == tuple(-(-side // expected_reduction) for side in reader.size)  # upright
+    if expected_reduction > 1:
+        assert all(have >= 2 * want for have, want in zip(decoded.size, plan.size))
+    if expected_reduction < 8:
+        assert any(-(-side // (2 * expected_reduction)) < 2 * want for side, want in zip(reader.size, plan.size))
+
+
+def test_fast_training_crops_keep_twice_the_target():
+    """A random crop, however small, keeps 2 decoded pixels per output pixel at the scale Pillow's
+    draft picks from the size asked for (the largest of 8, 4, 2, 1 that fits both ways)."""
+    crop = RandomResizedCrop((64, 64), generator=torch.Generator().manual_seed(0))
+    for width, height in ((4000, 3000), (3000, 4000), (1500, 1000), (640, 480)):
+        for _ in range(200):
+            plan = crop.plan(width, height)
+            need_w, need_h = reduced_size_needed(plan, (width, height))
+            scale = next(s for s in (8, 4, 2, 1) if s <= min(width // need_w, height // need_h) or s == 1)
+            left, top, right, bottom = plan.box
+            assert scale == 1 or min((right - left) / scale / 64, (bottom - top) / scale / 64) >= 2
+
+
+def test_fast_decoding_leaves_other_formats_whole(tmp_path):
+    path = image_file(tmp_path, load_image(IMAGES / "astronaut.png"), "big.png")
+    with ImageReader(path) as reader:
+        assert reader.decode(min_size=(16, 16)).size == (512, 512) and reader.reduction == 1
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_fast_decoder_stays_close_to_exact_on_real_photos(name):
+    """Bounds about twice the differences measured (the README's quality table has the rest)."""
+    photo = load_image(IMAGES / name)
+    t8 = resolve_data_config(model="fastvit_t8")
+    for source in ((IMAGES / name).read_bytes(), jpeg_bytes(photo, (1280, 960)), jpeg_bytes(photo, (960, 1280))):
+        mean, largest = pixel_differences(t8, source)  # no draft at 256 px: torch's resize against Pillow's
+        assert mean < 0.02 and largest <= 2
+    mean, largest = pixel_differences(SMALL_MODEL, IMAGES / name)  # Pillow's reduce(), then torch's resize
+    assert mean < 1.0 and largest <= 12
+    for size in ((1280, 960), (960, 1280)):  # JPEG decoded at 1/4, then torch's resize
+        mean, largest = pixel_differences(SMALL_MODEL, jpeg_bytes(photo, size))
+        assert mean < 0.6 and largest <= 6
+
+
+@pytest.mark.parametrize("config", GOLDEN_CONFIGS)
+def test_fast_decoder_follows_every_golden_config(config, photos):
+    """Each crop mode, size and interpolation of the golden configs, decoded fast: the same shape,
+    within a few grey levels of exact (bounds about twice the largest measured)."""
+    data_config = resolve_data_config({}, pretrained_cfg=golden_record(config)["pretrained_cfg"])
+    for name in ("chelsea.png", "astronaut.png"):
+        mean, largest = pixel_differences(data_config, IMAGES / name)
+        assert mean < 1.2 and largest <= 16, (name, mean, largest)
+
+
+def test_center_crop_of_a_tensor_is_the_crop_of_the_image():
+    rng = np.random.default_rng(0)
+    for height, width in ((40, 50), (30, 20), (33, 70), (10, 10)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for size in ((32, 32), (40, 60), (31, 45)):
+            crop = CenterCrop(size, fill=(12, 34, 56))
+            from_tensor = crop(torch.from_numpy(pixels).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+            assert np.array_equal(from_tensor, np.asarray(crop(Image.fromarray(pixels))))
+
+
+def test_fast_training_decoder_draws_the_same_crops(tmp_path):
+    """Same generator, same crops: fast differs from exact only by the reduced decoding (and at
+    the crop's edges, where the fast resize reads the real neighbours instead of clamping)."""
+    data = jpeg_bytes(load_image(IMAGES / "coffee.png"), (1280, 960))
+    outputs = {}
+    for mode in ("exact", "fast"):
+        decoder = create_decoder(SMALL_MODEL, mode, is_training=True, generator=torch.Generator().manual_seed(0))
+        outputs[mode] = torch.stack([decoder(data) for _ in range(8)]).int()
+    difference = (outputs["exact"] - outputs["fast"]).abs()
+    assert difference.float().mean() < 0.8 and difference.max() <= 40
+    whole = {"is_training": True, "scale": (1.0, 1.0), "ratio": (4 / 3, 4 / 3), "color_jitter": None}  # the whole photo
+    mean, largest = pixel_differences(SMALL_MODEL, data, hflip=1.0, **whole)  # then an augmentation, on PIL images
+    assert mean < 0.6 and largest <= 6
+
+
+def test_decoders_refuse_bad_files_and_modes_alike(tmp_path):
+    config = resolve_data_config(model="fastvit_t8")
+    decoders = [create_decoder(config, mode) for mode in ("exact", "fast")]
+    data = (IMAGES / "rocket.jpg").read_bytes()
+    for bad in (b"", b"not an image", data[: len(data) // 2]):
+        reasons = []
+        for decoder in decoders:
+            with pytest.raises(ImageLoadError) as info:
+                decoder(bad)
+            reasons.append(str(info.value))
+        assert reasons[0] == reasons[1]
+    with pytest.raises(ValueError, match="unknown decode mode 'draft'"):
+        create_decoder(config, "draft")
+    with pytest.raises(ValueError, match="needs a transform that starts with"):
+        ImageDecoder(Compose([CenterCrop((8, 8)), ToTensor()]), "fast")

@@ -11,7 +11,18 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import FastViTError
-from .common import EXIT_BAD_INPUTS, EXIT_OK, add_model_options, device, load_model, non_negative, positive
+from ..runtime.predictor import BACKENDS, PRECISIONS
+from .common import (
+    EXIT_BAD_INPUTS,
+    EXIT_OK,
+    add_decode_option,
+    add_model_options,
+    device,
+    load_model,
+    non_negative,
+    positive,
+    read_labels,
+)
 
 IMAGENET_CLASSES = 1000
 
@@ -20,10 +31,10 @@ def _batch_job(args: argparse.Namespace, model, output):
     """The batch job of a predict/embed/features command: its settings, model call and pipeline."""
     from PIL import Image
 
+    from ..data import resolve_data_config
     from ..jobs.job import BatchJob, JobSettings, PipelineOptions
     from ..jobs.outputs import make_forward
     from ..runtime.devices import Ranks, default_device, default_workers
-    from ..data import resolve_data_config
 
     ranks = Ranks.from_env()
     device = args.device or default_device(ranks.local_rank)
@@ -36,6 +47,7 @@ def _batch_job(args: argparse.Namespace, model, output):
         backend=args.backend,
         chunk_size=args.chunk_size,
         max_image_pixels=Image.MAX_IMAGE_PIXELS if args.max_image_pixels is None else (args.max_image_pixels or None),
+        decode=args.decode,
     )
     options = PipelineOptions(
         batch_size=args.batch_size,
@@ -102,20 +114,15 @@ def _predictions_writer(out: Path, labels: Sequence[str], top_k: int):
     return PredictionsParquet(out, labels)
 
 
-def _read_labels(path: Path) -> list[str]:
-    try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FastViTError(f"cannot read the labels file {path}: {exc}") from None
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..data import imagenet_classes
     from ..jobs.inputs import collect_inputs
     from ..jobs.outputs import TopK
 
-    labels = _read_labels(Path(args.labels)) if args.labels else None
+    labels = read_labels(Path(args.labels)) if args.labels else None
     model = load_model(args)
+    if labels is None:  # weights written by fastvit train name their classes
+        labels = model.pretrained_cfg.get("label_names")
     if labels is None and model.num_classes == IMAGENET_CLASSES:
         labels = imagenet_classes()
     if labels is None:
@@ -225,9 +232,11 @@ def _add_batch_options(parser: argparse.ArgumentParser, chunk_size: int) -> None
         "0 decodes in the main process)",
     )
     speed.add_argument("--device", type=device, help="cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
+    add_decode_option(speed)
     run = parser.add_argument_group("results, bad files, resuming")
-    run.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
-    run.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime (default torch)")
+    run.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                     help="compute precision (default fp32; bf16 needs a CPU with native bf16)")
+    run.add_argument("--backend", choices=BACKENDS, default="torch", help="runtime (default torch)")
     run.add_argument("--strict", action="store_true", help="stop at the first file that cannot be read (exit code 1)")
     run.add_argument(
         "--max-image-pixels", type=non_negative, metavar="N",
@@ -299,7 +308,8 @@ def add_commands(commands) -> None:
     predict.add_argument("--top-k", type=positive, default=5, help="how many classes (default 5)")
     predict.add_argument("--labels", metavar="FILE",
                          help="class names, one per line, for a model fine-tuned on other classes "
-                              "(default: the ImageNet-1k names for 1000 outputs)")
+                              "(default: those a checkpoint written by fastvit train names, else the ImageNet-1k "
+                              "names for 1000 outputs)")
     destination = predict.add_mutually_exclusive_group()
     destination.add_argument("--json", action="store_true", help="print JSON")
     destination.add_argument("--out", metavar="PREDS.{csv,jsonl,parquet}", help="write the predictions to a file")

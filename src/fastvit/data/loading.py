@@ -1,18 +1,47 @@
-"""Image loading: any image file as a fully decoded, upright RGB ``PIL.Image``, or a one-line reason why not."""
+"""Image loading: any image file as a fully decoded, upright RGB ``PIL.Image`` (a JPEG at a reduced DCT
+scale when asked: :class:`ImageReader`), or a one-line reason why not."""
 
 from __future__ import annotations
 
 import io
 import os
 import warnings
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageLoadError
+from ..errors import FastViTError, ImageLoadError
 
-__all__ = ["ImageSource", "load_image", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReader", "ImageSource", "image_files_under", "load_image", "to_rgb"]
+
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .bmp .dib .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .qoi .avif .jp2 .j2k"
+    .split()
+)
+"""File name extensions (any case) of the images taken from folders."""
+
+
+def image_files_under(folder: str | os.PathLike[str]) -> list[str]:
+    """The image files (by :data:`IMAGE_EXTENSIONS`) in ``folder`` and its subfolders, sorted;
+    hidden files and folders are left out.
+
+    Raises:
+        FastViTError: a folder that cannot be read.
+    """
+
+    def refuse(error: OSError) -> None:
+        raise FastViTError(f"cannot read folder {error.filename!r}: {error.strerror}")
+
+    found = []
+    for root, folders, files in os.walk(folder, onerror=refuse):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [
+            os.path.join(root, name) for name in files
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        ]
+    return sorted(found)
 
 # Integer and float modes Pillow would clip to 0..255 when converting; each value below is the
 # one that maps to white (255). "I" comes from 16-bit sources, so it shares their range.
@@ -21,6 +50,9 @@ _WHITE_LEVEL = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO
 """An image file: a path, the file's bytes, or a binary file object (an upload, say)."""
+
+_QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations whose upright image swaps width and height
+T = TypeVar("T")
 
 
 def load_image(path: ImageSource) -> Image.Image:
@@ -41,22 +73,78 @@ def load_image(path: ImageSource) -> Image.Image:
             or too large; the one-line message names the file (``<bytes>`` or the file object's
             name for data not read from a path) and the reason.
     """
-    if isinstance(path, (bytes, bytearray, memoryview)):
-        name, source = "<bytes>", io.BytesIO(path)
-    elif hasattr(path, "read"):
-        name, source = str(getattr(path, "name", "<stream>")), path
-    else:
-        name = source = os.fspath(path)
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x the limit; make that a refusal as well.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as opened:
-                opened.load()  # decode everything now, so truncated files fail here
-                upright = ImageOps.exif_transpose(opened)
-        return to_rgb(upright)
-    except Exception as exc:  # Pillow's decoders raise many exception types on corrupt files
-        raise ImageLoadError(name, _load_failure_reason(source, exc)) from exc
+    with ImageReader(path) as reader:
+        return reader.decode()
+
+
+class ImageReader:
+    """An image file opened for decoding, as :func:`load_image` reads it: :attr:`size` (upright,
+    after the EXIF orientation) is known from the header before any pixel is decoded, so that a
+    caller can decide how large a decoded image it needs::
+
+        with ImageReader("photo.jpg") as reader:
+            image = reader.decode(min_size=(600, 400))  # a JPEG may come out at 1/2, 1/4 or 1/8 scale
+
+    Raises :class:`ImageLoadError` (when opening, or from :meth:`decode`) as :func:`load_image` does.
+    """
+
+    def __init__(self, source: ImageSource):
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.name, self._source = "<bytes>", io.BytesIO(source)
+        elif hasattr(source, "read"):
+            self.name, self._source = str(getattr(source, "name", "<stream>")), source
+        else:
+            self.name = self._source = os.fspath(source)
+        self._file, self._turned = self._attempt(self._open)
+        self.size: tuple[int, int] = self._file.size[::-1] if self._turned else self._file.size
+        """(width, height) of the upright image at full resolution."""
+        self.reduction = 1.0
+        """How many times smaller :meth:`decode` made the image: 1, 2, 4 or 8 (pixel ``i`` of the
+        decoded image covers pixels ``i * reduction`` to ``(i + 1) * reduction`` of the full one)."""
+
+    def decode(self, min_size: tuple[int, int] | None = None) -> Image.Image:
+        """The upright RGB image (see :func:`load_image`). With ``min_size`` (width, height), a
+        JPEG is decoded at the smallest of the DCT scales 1/2, 1/4 and 1/8 that still leaves at
+        least that many pixels both ways (Pillow's draft mode: libjpeg-turbo skips most of the
+        inverse DCT, and a pixel of the result covers exactly ``scale x scale`` pixels of the full
+        image). Other formats, and JPEGs too small to reduce, are decoded whole."""
+        return self._attempt(self._decode, min_size)
+
+    def _open(self) -> tuple[Image.Image, bool]:
+        """The opened file (header read, no pixels yet) and whether it is stored a quarter turn from upright."""
+        file = Image.open(self._source)
+        try:
+            return file, file.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
+        except Exception:
+            file.close()
+            raise
+
+    def _decode(self, min_size: tuple[int, int] | None) -> Image.Image:
+        image = self._file
+        if min_size is not None:
+            full_width = image.width
+            drafted = image.draft(None, min_size[::-1] if self._turned else min_size)
+            if drafted is not None:  # a JPEG: (mode, the full image's box in decoded pixels)
+                self.reduction = full_width / drafted[1][2]
+        image.load()  # decode everything now, so truncated files fail here
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the whole image
+        return to_rgb(image)
+
+    def _attempt(self, step: Callable[..., T], *args: Any) -> T:
+        """``step(*args)``; any failure becomes an ImageLoadError with a one-line reason."""
+        try:
+            with warnings.catch_warnings():
+                # Pillow only warns between 1x and 2x the limit; make that a refusal as well.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return step(*args)
+        except Exception as exc:  # Pillow's decoders raise many exception types on corrupt files
+            raise ImageLoadError(self.name, _load_failure_reason(self._source, exc)) from exc
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.__exit__(*exc_info)  # closes a file Pillow opened; the decoded pixels stay
 
 
 def _load_failure_reason(source: str | BinaryIO, exc: Exception) -> str:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ..models.variants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .augment import RandAugment, RandomErasing
 from .config import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT
 from .transforms import (
     RESAMPLING,
@@ -38,10 +39,6 @@ _NEUTRAL_TIMM_OPTIONS: dict[str, tuple[Any, ...]] = {
     "color_jitter_prob": (None,),
     "grayscale_prob": (0, 0.0),
     "gaussian_blur_prob": (0, 0.0),
-    "auto_augment": (None, ""),
-    "re_prob": (0, 0.0),
-    "re_mode": ("const",),
-    "re_count": (1,),
     "re_num_splits": (0,),
     "crop_border_pixels": (None, 0),
     "tf_preprocessing": (False,),
@@ -66,6 +63,10 @@ def create_transform(
     hflip: float = 0.5,
     color_jitter: float | Sequence[float] | None = 0.4,
     generator: torch.Generator | None = None,
+    auto_augment: str | None = None,
+    re_prob: float = 0.0,
+    re_mode: str = "const",
+    re_count: int = 1,
     **kwargs: Any,
 ) -> Compose:
     """A preprocessing transform ``PIL.Image -> float32 tensor (3, H, W)``, as timm builds it.
@@ -81,12 +82,16 @@ def create_transform(
     Training adds augmentation for fine-tuning: a random resized crop (``scale``, ``ratio``), a
     horizontal flip with probability ``hflip`` and colour jitter (``color_jitter``: one factor for
     brightness, contrast and saturation, or a 3- or 4-tuple with hue; None or 0 disables it).
+    ``auto_augment`` adds timm's RandAugment after the flip (``'rand-m9-mstd0.5-inc1'``, see
+    :class:`RandAugment`; it replaces the colour jitter, as in timm), filling with the ``mean``
+    colour. With ``re_prob`` > 0, random erasing follows the normalisation (:class:`RandomErasing`:
+    ``re_mode`` 'const', 'rand' or 'pixel', up to ``re_count`` rectangles), as in timm.
     Random draws use ``generator``, or torch's global generator when None (which DataLoader
     seeds differently in each worker; one shared generator would repeat itself across workers).
 
     ``interpolation`` is one of nearest, bilinear, bicubic, box, hamming, lanczos, or 'random'
     (bilinear or bicubic per image) for training. timm options not implemented here are accepted
-    in ``kwargs`` only with their neutral values (``use_prefetcher=False``, ``re_prob=0`` ...).
+    in ``kwargs`` only with their neutral values (``use_prefetcher=False``, ``vflip=0`` ...).
     """
     _check_timm_options(kwargs)
     img_size = _image_size(input_size)
@@ -97,11 +102,21 @@ def create_transform(
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
 
+    if (re_prob > 0 or auto_augment) and not is_training:
+        raise ValueError("re_prob and auto_augment are training augmentations (is_training=True)")
     if is_training:
-        steps = _train_steps(img_size, interpolation, scale, ratio, hflip, color_jitter, generator)
+        jitter = None if auto_augment else color_jitter  # RandAugment replaces the colour jitter, as in timm
+        steps = _train_steps(img_size, interpolation, scale, ratio, hflip, jitter, generator)
+        if auto_augment:
+            fill = tuple(min(255, round(255 * m)) for m in mean)
+            steps.append(RandAugment.from_config(
+                auto_augment, fill=fill, interpolation=None if interpolation == "random" else interpolation,
+                generator=generator,
+            ))
     else:
         steps = _eval_steps(img_size, interpolation, crop_pct or DEFAULT_CROP_PCT, crop_mode or DEFAULT_CROP_MODE, mean)
-    return Compose([ToRGB(), *steps, ToTensor(), Normalize(mean, std)])
+    erasing = [RandomErasing(re_prob, re_mode, re_count, generator=generator)] if re_prob > 0 else []
+    return Compose([ToRGB(), *steps, ToTensor(), Normalize(mean, std), *erasing])
 
 
 def _check_timm_options(options: Mapping[str, Any]) -> None:

@@ -4,6 +4,7 @@ uint8 part and a per-batch float part."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "ResizeKeepRatio",
+    "ResizePlan",
     "ToRGB",
     "ToTensor",
     "ToUint8Tensor",
@@ -76,6 +78,21 @@ class ToRGB:
         return to_rgb(img)
 
 
+@dataclass(frozen=True)
+class ResizePlan:
+    """What a resizing step does to one image: the region ``box`` (left, upper, right, lower) of
+    the image is resized to ``size`` (width, height) with ``interpolation``. A step plans from the
+    image's size alone, so a decoder can plan before decoding (see :mod:`fastvit.data.decoding`)."""
+
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]
+    interpolation: str
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        region = img if self.box == (0, 0, *img.size) else img.crop(self.box)
+        return region.resize(self.size, RESAMPLING[self.interpolation])
+
+
 @dataclass
 class Resize:
     """Resize to ``size``: an int sets the shorter side and keeps the aspect ratio, the longer
@@ -86,14 +103,16 @@ class Resize:
     interpolation: str = "bilinear"
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        return self.plan(*img.size)(img)
+
+    def plan(self, width: int, height: int) -> ResizePlan:
         if isinstance(self.size, int):
-            width, height = img.size
             short, long = min(width, height), max(width, height)
             new_long = int(self.size * long / short)
             new_size = (self.size, new_long) if width <= height else (new_long, self.size)
         else:
             new_size = (self.size[1], self.size[0])
-        return img.resize(new_size, RESAMPLING[self.interpolation])
+        return ResizePlan((0, 0, width, height), new_size, self.interpolation)
 
 
 @dataclass
@@ -107,10 +126,12 @@ class ResizeKeepRatio:
     longest: bool = False
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        width, height = img.size
+        return self.plan(*img.size)(img)
+
+    def plan(self, width: int, height: int) -> ResizePlan:
         ratios = (height / self.size[0], width / self.size[1])
         ratio = max(ratios) if self.longest else min(ratios)
-        return img.resize((round(width / ratio), round(height / ratio)), RESAMPLING[self.interpolation])
+        return ResizePlan((0, 0, width, height), (round(width / ratio), round(height / ratio)), self.interpolation)
 
 
 @dataclass
@@ -122,16 +143,34 @@ class CenterCrop:
     size: tuple[int, int]
     fill: tuple[int, int, int] = (0, 0, 0)
 
-    def __call__(self, img: Image.Image) -> Image.Image:
+    def __call__(self, img: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        """Crop a ``PIL.Image``, or a uint8 tensor (3, H, W) the same way."""
+        if isinstance(img, torch.Tensor):
+            return self._crop_tensor(img)
         crop_h, crop_w = self.size
         width, height = img.size
         if crop_w > width or crop_h > height:
             padded = Image.new(img.mode, (max(width, crop_w), max(height, crop_h)), self.fill)
             padded.paste(img, (max(crop_w - width, 0) // 2, max(crop_h - height, 0) // 2))
-            img, (width, height) = padded, padded.size
-        top = int(round((height - crop_h) / 2))
-        left = int(round((width - crop_w) / 2))
+            img = padded
+        left, top = self._corner(*img.size)
         return img.crop((left, top, left + crop_w, top + crop_h))
+
+    def _crop_tensor(self, img: torch.Tensor) -> torch.Tensor:
+        crop_h, crop_w = self.size
+        height, width = img.shape[-2:]
+        if crop_w > width or crop_h > height:
+            padded = torch.empty((3, max(height, crop_h), max(width, crop_w)), dtype=img.dtype)
+            padded.copy_(torch.tensor(self.fill, dtype=img.dtype).view(3, 1, 1))
+            top, left = max(crop_h - height, 0) // 2, max(crop_w - width, 0) // 2
+            padded[:, top : top + height, left : left + width] = img
+            img = padded
+        left, top = self._corner(img.shape[-1], img.shape[-2])
+        return img[:, top : top + crop_h, left : left + crop_w]
+
+    def _corner(self, width: int, height: int) -> tuple[int, int]:
+        """(left, top) of the crop in an image at least as large as it."""
+        return int(round((width - self.size[1]) / 2)), int(round((height - self.size[0]) / 2))
 
 
 @dataclass
@@ -151,12 +190,15 @@ class RandomResizedCrop:
     generator: torch.Generator | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        top, left, height, width = self.sample_box(*img.size)
+        return self.plan(*img.size)(img)
+
+    def plan(self, width: int, height: int) -> ResizePlan:
+        """A random region of an image of this size (and the interpolation, for 'random')."""
+        top, left, box_height, box_width = self.sample_box(width, height)
         interpolation = self.interpolation
         if interpolation == "random":
             interpolation = _RANDOM_INTERPOLATIONS[_randint(0, len(_RANDOM_INTERPOLATIONS) - 1, self.generator)]
-        region = img.crop((left, top, left + width, top + height))
-        return region.resize((self.size[1], self.size[0]), RESAMPLING[interpolation])
+        return ResizePlan((left, top, left + box_width, top + box_height), (self.size[1], self.size[0]), interpolation)
 
     def sample_box(self, img_width: int, img_height: int) -> tuple[int, int, int, int]:
         """A random crop box (top, left, height, width) for an image of the given size."""
@@ -275,26 +317,49 @@ class Normalize:
             raise ValueError(f"std must not contain zeros, got {self.std}")
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.apply_(tensor.clone())
+
+    def apply_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Normalise ``tensor`` in place (the same values as calling the step)."""
         mean = torch.tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
-        return tensor.sub(mean).div(std)
+        return tensor.sub_(mean).div_(std)
 
 
 class ToUint8Tensor:
-    """RGB ``PIL.Image`` -> uint8 tensor (3, H, W): the per-image end of a split transform."""
+    """RGB ``PIL.Image`` -> uint8 tensor (3, H, W): the per-image end of a split transform. The
+    tensor is a view of an (H, W, 3) array, the layout a channels-last batch stacks without
+    transposing; a tensor (from a fast decoder's resize) passes through."""
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        if isinstance(img, torch.Tensor):
+            return img
         return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
 
 @dataclass
 class BatchToFloat:
-    """uint8 (B, 3, H, W) -> what ``ToTensor`` then ``Normalize`` give per image, bit for bit."""
+    """uint8 (B, 3, H, W) -> what ``ToTensor`` then ``Normalize`` give per image, bit for bit, in
+    the batch's memory format (channels-last stays channels-last)."""
 
     normalize: Normalize
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.normalize(batch.to(torch.float32).div(255))
+        if batch.is_contiguous() or not batch.is_contiguous(memory_format=torch.channels_last):
+            return self.normalize.apply_(batch.to(torch.float32).div_(255))  # one new tensor, then in place
+        # Channels-last: the channel is the innermost dimension, and broadcasting along one of
+        # length 3 does not vectorise; the same operations on rows of (H * W * 3) values, with
+        # mean and std repeated to match, do (about 3x faster, the same values).
+        size, channels, height, width = batch.shape
+        pixels = batch.permute(0, 2, 3, 1).reshape(size, height * width * channels).to(torch.float32).div_(255)
+        mean, std = (_repeated(values, height * width) for values in (self.normalize.mean, self.normalize.std))
+        return pixels.sub_(mean).div_(std).view(size, height, width, channels).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _repeated(values: tuple[float, ...], times: int) -> torch.Tensor:
+    """``values`` repeated ``times`` times, as float32 (shared: never modify it)."""
+    return torch.tensor(values, dtype=torch.float32).repeat(times)
 
 
 def split_per_batch(transform: Compose) -> tuple[Compose, Callable[[torch.Tensor], torch.Tensor]]:
@@ -305,6 +370,10 @@ def split_per_batch(transform: Compose) -> tuple[Compose, Callable[[torch.Tensor
     steps = transform.transforms
     if len(steps) >= 2 and isinstance(steps[-2], ToTensor) and isinstance(steps[-1], Normalize):
         return Compose([*steps[:-2], ToUint8Tensor()]), BatchToFloat(steps[-1])
-    return transform, lambda batch: batch
+    return transform, _unchanged
+
+
+def _unchanged(batch: torch.Tensor) -> torch.Tensor:
+    return batch
 
 

@@ -8,15 +8,10 @@ import re
 import sys
 from collections.abc import Sequence
 
+from ..data import image_files_under
 from ..errors import FastViTError
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_inputs"]
-
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .apng .gif .bmp .dib .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .qoi .avif .jp2 .j2k"
-    .split()
-)
-"""File name extensions (any case) taken from folders; files given by name or glob are taken whatever their name."""
+__all__ = ["collect_inputs"]
 
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
@@ -29,7 +24,7 @@ def collect_inputs(sources: Sequence[str], files_from: str | None = None) -> lis
     """The paths of a job's input images, in the order their results are written.
 
     Each source in turn: an existing file as given; a folder's images (by extension, see
-    :data:`IMAGE_EXTENSIONS`; hidden files and folders left out), recursively, sorted; a glob
+    :data:`fastvit.data.loading.IMAGE_EXTENSIONS`; hidden files and folders left out), recursively, sorted; a glob
     pattern's matches (``**`` spans folders), sorted, a matched folder taken as a folder. Then the
     lines of the text file ``files_from`` (``'-'``: standard input), one path per line, blank
     lines ignored; these are not checked here: a missing one is recorded as a bad file.
@@ -48,27 +43,13 @@ def collect_inputs(sources: Sequence[str], files_from: str | None = None) -> lis
 
 def _expand_source(source: str) -> list[str]:
     if os.path.isdir(source):
-        return _images_under(source)
+        return image_files_under(source)
     if os.path.lexists(source):
         return [source]
     if _GLOB_MAGIC.search(source):
         matches = sorted(glob.glob(source, recursive=True))
-        return [path for match in matches for path in (_images_under(match) if os.path.isdir(match) else [match])]
+        return [path for match in matches for path in (image_files_under(match) if os.path.isdir(match) else [match])]
     raise FastViTError(f"no such file or directory: {source!r}")
-
-
-def _images_under(folder: str) -> list[str]:
-    def refuse(error: OSError) -> None:
-        raise FastViTError(f"cannot read folder {error.filename!r}: {error.strerror}")
-
-    found = []
-    for root, folders, files in os.walk(folder, onerror=refuse):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        found += [
-            os.path.join(root, name) for name in files
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-        ]
-    return sorted(found)
 
 
 def _read_path_list(name: str) -> list[str]:

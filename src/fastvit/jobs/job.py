@@ -2,8 +2,8 @@
 lists of files at full speed; resumable, tolerant of bad files, sharded across processes.
 
 A job is its inputs (:func:`collect_inputs`), its :class:`JobSettings` (model, weights, data
-config, output kind, precision, backend, chunk size: what decides the results) and a ``forward``
-callable (:func:`make_forward`; any ``Tensor -> Tensor`` fits, such as a faster predictor).
+config, decode mode, output kind, precision, backend, chunk size: what decides the results) and a
+``forward`` callable (:func:`make_forward`; any ``Tensor -> Tensor`` fits, such as a faster predictor).
 :class:`BatchJob` runs it:
 
 * inputs are decoded and transformed in DataLoader worker processes, in planned batches that
@@ -50,7 +50,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import create_transform, split_per_batch
+from ..data import DECODE_MODES, create_decoder
 from ..errors import FastViTError, ImageLoadError
 from ..runtime.devices import Ranks, decided_by_main, process_group
 from .inputs import collect_inputs
@@ -79,10 +79,13 @@ class JobSettings:
     chunk_size: int = 1024  # inputs per committed chunk
     # images with more pixels are skipped as decompression bombs (None: no limit); Pillow's limit by default
     max_image_pixels: int | None = field(default_factory=lambda: Image.MAX_IMAGE_PIXELS)
+    decode: str = "exact"  # how files become the transform's pixels: "exact" (timm's) or "fast"
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {self.decode!r}; expected one of {', '.join(DECODE_MODES)}")
 
     def chunk_count(self, input_count: int) -> int:
         return -(-input_count // self.chunk_size)
@@ -101,6 +104,7 @@ class JobSettings:
             "model": self.model,
             "checkpoint_sha256": _file_sha256(self.checkpoint) if self.checkpoint else None,
             "data_config": self.data_config,
+            "decode": self.decode,
             "output": {"kind": type(self.output).__name__, **asdict(self.output)},
             "precision": self.precision,
             "backend": self.backend,
@@ -306,9 +310,9 @@ class BatchJob:
         options = self.options
         plan = plan_batches(chunks, self.settings, len(paths), options.batch_size)
         workers = min(options.workers, len(plan))
-        per_image, per_batch = split_per_batch(create_transform(**self.settings.data_config))
+        decoder = create_decoder(self.settings.data_config, self.settings.decode)
         loader = DataLoader(
-            ImageFiles(paths, per_image),
+            ImageFiles(paths, decoder),
             batch_sampler=[batch.positions for batch in plan],
             num_workers=workers,
             collate_fn=collate,
@@ -325,7 +329,9 @@ class BatchJob:
                 if batch.failures and options.strict:
                     position, reason = batch.failures[0]
                     raise ImageLoadError(paths[position], f"{reason} (--strict stops at the first bad file)")
-                rows = self.settings.output.to_arrays(self.forward(per_batch(batch.images))) if batch.positions else {}
+                rows = {}
+                if batch.positions:
+                    rows = self.settings.output.to_arrays(self.forward(decoder.to_float(batch.images)))
                 finished_batches.append((batch, rows))
                 stats.images += len(batch.positions)
                 stats.skipped += len(batch.failures)
