@@ -1,23 +1,31 @@
-"""ONNX and TorchScript export of the folded graph, each checked against the PyTorch model,
-including a batch and an image size other than the export's."""
+"""ONNX, OpenVINO IR and TorchScript export of the folded graph, each checked against the PyTorch
+model, including a batch and an image size other than the export's."""
 
 from __future__ import annotations
+
+from importlib.util import find_spec
 
 import pytest
 import torch
 
-from conftest import synthetic_model
 from fastvit.runtime.export import ExportCheckError, export_model, export_onnx, export_torchscript
+
+from conftest import save_checkpoint, synthetic_model
 from synthetic_weights import synthetic_input
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'fastvit[onnx]'")
-pytest.importorskip("onnx", reason="torch's ONNX exporter needs the onnx package: pip install 'fastvit[onnx]'")
-
 RTOL = 1e-4
+needs_onnx = pytest.mark.skipif(
+    find_spec("onnxruntime") is None or find_spec("onnx") is None,
+    reason="ONNX export and its check need onnx and onnxruntime: pip install 'fastvit[onnx]'",
+)
+needs_openvino = pytest.mark.skipif(find_spec("openvino") is None,
+                                    reason="openvino not installed: pip install 'fastvit[openvino]'")
 
 
 def run_onnx(path, x: torch.Tensor, outputs=None) -> list:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(outputs, {"input": x.numpy()})
 
 
@@ -25,6 +33,7 @@ def relative_error(actual, expected: torch.Tensor) -> float:
     return float((torch.as_tensor(actual) - expected).abs().max() / expected.abs().max())
 
 
+@needs_onnx
 @pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])  # sa12: attention and RepCPE
 def test_onnx_dynamic_batch_and_size(name, tmp_path):
     model = synthetic_model(name)
@@ -41,6 +50,7 @@ def test_onnx_dynamic_batch_and_size(name, tmp_path):
     assert relative_error(logits, expected) <= RTOL
 
 
+@needs_onnx
 def test_onnx_graph_is_inference_only(tmp_path):
     onnx = pytest.importorskip("onnx")
     result = export_onnx(synthetic_model("fastvit_sa12"), tmp_path / "sa12.onnx", input_size=(3, 64, 64),
@@ -50,6 +60,7 @@ def test_onnx_graph_is_inference_only(tmp_path):
     assert {"Conv", "MatMul", "Softmax", "ReduceMean"} <= ops
 
 
+@needs_onnx
 def test_onnx_embedding_output_and_fixed_shape(tmp_path):
     model = synthetic_model("fastvit_t8")
     result = export_onnx(model, tmp_path / "t8.onnx", input_size=(3, 96, 96), batch_size=2,
@@ -62,6 +73,7 @@ def test_onnx_embedding_output_and_fixed_shape(tmp_path):
         assert relative_error(logits, model(x)) <= RTOL
 
 
+@needs_onnx
 def test_export_fails_loudly_and_leaves_no_file(tmp_path):
     path = tmp_path / "t8.onnx"
     with pytest.raises(ExportCheckError, match="differs from PyTorch"):
@@ -80,6 +92,7 @@ def test_torchscript_round_trip(tmp_path):
         assert relative_error(loaded(x), model(x)) <= RTOL
 
 
+@needs_onnx
 def test_export_model_from_a_checkpoint(tmp_path):
     """What ``fastvit export NAME --checkpoint PATH --format onnx --dynamic-batch`` runs."""
     from safetensors.torch import save_file
@@ -91,3 +104,25 @@ def test_export_model_from_a_checkpoint(tmp_path):
                           dynamic_batch=True, input_size=(3, 64, 64))
     assert result.path.exists() and result.dynamic_batch and result.max_relative_diff <= RTOL
     assert "max abs diff" in result.summary()
+
+
+@needs_openvino
+def test_openvino_ir_dynamic_batch_and_size(tmp_path):
+    """What ``fastvit export fastvit_t8 --format openvino --dynamic-batch --dynamic-size`` runs: the
+    IR (graph and weights) checked by OpenVINO at three shapes, and equal to the model at a fourth."""
+    from fastvit.runtime.backends.openvino import export_openvino, shared_core
+
+    checkpoint = save_checkpoint(tmp_path / "t8.safetensors")
+    result = export_model("fastvit_t8", "openvino", tmp_path / "t8.xml", checkpoint=str(checkpoint),
+                          dynamic_batch=True, dynamic_size=True, input_size=(3, 64, 64))
+    assert [file.name for file in result.files] == ["t8.xml", "t8.bin"] and all(f.exists() for f in result.files)
+    assert {c.shape for c in result.checks} == {(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 33, 97)}
+    assert result.max_relative_diff <= RTOL
+    compiled = shared_core().compile_model(str(result.path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = synthetic_input((2, 3, 96, 128), 5)
+    with torch.no_grad():
+        expected = synthetic_model("fastvit_t8")(x)
+    assert relative_error(compiled(x.numpy())[0], expected) <= RTOL
+    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
+        export_openvino(synthetic_model("fastvit_t8"), tmp_path / "bad.xml", input_size=(3, 64, 64), rtol=0.0)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["t8.bin", "t8.safetensors", "t8.xml"]

@@ -3,6 +3,7 @@ reference model's function, bf16 agrees with fp32 on real photos, and ``import f
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from functools import partial
@@ -13,18 +14,25 @@ import torch
 from torch import nn
 
 import fastvit
-from conftest import synthetic_model
+import fastvit.runtime.predictor as predictor_module
 from fastvit.data import create_transform, load_image, resolve_data_config
-from fastvit.runtime.precision import PrecisionNotSupportedError, bf16_is_native
-from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, MAX_COMPILED_SHAPES, Predictor
+from fastvit.models.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
 from fastvit.runtime.folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
 from fastvit.runtime.onednn import OneDnnConv2d, onednn_available
-from fastvit.models.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
+from fastvit.runtime.precision import PrecisionNotSupportedError, bf16_is_native
+from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, MAX_COMPILED_SHAPES, Predictor
+
+from conftest import synthetic_model
 from synthetic_weights import synthetic_input
 
 RTOL = 1e-4
+BF16_RTOL = 0.05
+"""bf16 logits against fp32 ones, relative to the largest: bf16 keeps 8 bits of mantissa."""
 IMAGES = Path(__file__).parent / "images"
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN fused conv ops")
+needs_native_bf16 = pytest.mark.skipif(not bf16_is_native(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="openvino not installed: pip install 'fastvit[openvino]'")
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -162,10 +170,10 @@ def test_auto_compiles_a_shape_only_once_it_repeats():
     expected = reference(model, x)
     for _ in range(AUTO_COMPILE_CALLS - 1):
         assert relative_error(predictor(x), expected) <= RTOL
-    assert not predictor._compiled  # a one-off or occasional shape never waits for the compiler
+    assert not predictor.compiler.pieces  # a one-off or occasional shape never waits for the compiler
     for _ in range(3):
         assert relative_error(predictor(x), expected) <= RTOL
-    assert predictor._compiled
+    assert predictor.compiler.pieces
     assert not torch.jit.onednn_fusion_enabled()
 
 
@@ -179,27 +187,29 @@ def test_compiled_shapes_are_bounded():
         x = synthetic_input((batch, 3, 64, 64))
         assert relative_error(predictor(x), reference(model, x)) <= RTOL
     assert len(predictor.compiled_shapes) == MAX_COMPILED_SHAPES
-    pieces = len(predictor._compiled)
+    pieces = len(predictor.compiler.pieces)
     for batch in (17, 19):
         x = synthetic_input((batch, 3, 64, 64))
         assert relative_error(predictor(x), reference(model, x)) <= RTOL
-    assert len(predictor._compiled) == pieces
+    assert len(predictor.compiler.pieces) == pieces
 
 
 @needs_onednn
-def test_prepare_compiles_the_given_batch_sizes_and_freezes_the_rest():
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_native_bf16)])
+def test_prepare_compiles_the_given_batch_sizes_and_freezes_the_rest(precision):
     model = synthetic_model("fastvit_t8")
-    predictor = Predictor(model, input_size=(3, 64, 64))  # compile="auto"
+    predictor = Predictor(model, input_size=(3, 64, 64), precision=precision)  # compile="auto"
+    tolerance = RTOL if precision == "fp32" else BF16_RTOL
     predictor.prepare([1, 4], outputs=("forward", "embed"))
-    prepared = dict(predictor._compiled)
+    prepared = dict(predictor.compiler.pieces)
     assert predictor.compiled_shapes == [(output, (b, 3, 64, 64)) for output in ("embed", "forward") for b in (1, 4)]
     assert prepared  # compiled at once, not after AUTO_COMPILE_CALLS calls
     for _ in range(AUTO_COMPILE_CALLS + 1):  # another size repeats: it never reaches the compiler
         x = synthetic_input((3, 3, 64, 64))
-        assert relative_error(predictor(x), reference(model, x)) <= RTOL
+        assert relative_error(predictor(x), reference(model, x)) <= tolerance
     x = synthetic_input((4, 3, 64, 64))
-    assert relative_error(predictor.embed(x), reference(model, x, embed=True)) <= RTOL
-    assert predictor._compiled == prepared
+    assert relative_error(predictor.embed(x), reference(model, x, embed=True)) <= tolerance
+    assert predictor.compiler.pieces == prepared
     with pytest.raises(ValueError):
         predictor.prepare(range(1, MAX_COMPILED_SHAPES + 2))
 
@@ -216,28 +226,54 @@ def photo_batch(model: nn.Module) -> torch.Tensor:
     return torch.stack([transform(load_image(path)) for path in sorted(IMAGES.iterdir())])
 
 
-@pytest.mark.skipif(bf16_is_native(), reason="this CPU runs bf16 natively")
-def test_bf16_is_refused_where_not_native():
-    with pytest.raises(PrecisionNotSupportedError, match="no native bf16"):
-        Predictor(synthetic_model("fastvit_t8"), precision="bf16")
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """The Predictor sees a CPU without native bf16, whatever this one has."""
+    monkeypatch.setattr(predictor_module, "bf16_is_native", lambda: False)
+
+
+def test_bf16_is_refused_where_not_native(no_native_bf16):
+    model = synthetic_model("fastvit_t8")
+    for backend in ("torch", "openvino"):
+        with pytest.raises(PrecisionNotSupportedError, match="no native bf16"):
+            Predictor(model, precision="bf16", backend=backend)
+
+
+def bf16_errors(predictor: Predictor, batch: torch.Tensor, fp32: torch.Tensor) -> tuple[float, float]:
+    """Top-1 agreement of ``predictor`` with fp32 logits, and its largest logit change."""
+    logits = predictor(batch)
+    return float((logits.argmax(-1) == fp32.argmax(-1)).float().mean()), float((logits - fp32).abs().max())
 
 
 @pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
-def test_bf16_agrees_with_fp32_on_photos(name, record_property):
-    """Top-1 of the bf16 path equals fp32's on every real photo. Where the CPU has no native bf16
-    this runs bf16 numerics emulated at fp32 speed (every op's result rounded to bf16)."""
+def test_emulated_bf16_agrees_with_fp32_on_photos(name, no_native_bf16, record_property):
+    """bf16 numerics emulated at fp32 speed (every op's result rounded to bf16), on every machine:
+    top-1 equals fp32's on every real photo and the logits move by a few per cent at most."""
     model = synthetic_model(name)
     batch = photo_batch(model)
     fp32 = Predictor(model)(batch)
-    bf16 = Predictor(model, precision="bf16", allow_emulated_bf16=True)(batch)
-    agreement = float((bf16.argmax(-1) == fp32.argmax(-1)).float().mean())
-    max_logit_error = float((bf16 - fp32).abs().max())
+    agreement, max_logit_error = bf16_errors(Predictor(model, precision="bf16", allow_emulated_bf16=True), batch, fp32)
     record_property("top1_agreement", agreement)
     record_property("max_logit_error", max_logit_error)
-    print(f"{name} bf16 vs fp32 on {len(batch)} photos: top-1 agreement {agreement:.0%}, "
-          f"max logit error {max_logit_error:.4f} (logits up to {float(fp32.abs().max()):.2f})")
     assert agreement >= 0.99
     assert 0 < max_logit_error < 0.05 * float(fp32.abs().max())
+
+
+@needs_native_bf16
+def test_native_bf16_runs_the_onednn_engine_as_accurately_as_its_emulation(monkeypatch):
+    """Native bf16 runs the fused oneDNN engine (then compiled): no less accurate than the emulated
+    bf16 numerics, the same top-1 as fp32 on the real photos."""
+    model = synthetic_model("fastvit_sa12")  # attention too
+    batch = photo_batch(model)
+    fp32 = Predictor(model)(batch)
+    native, compiled = Predictor(model, precision="bf16"), Predictor(model, precision="bf16", compile=True)
+    assert native.engine == "onednn" and native.compile == "auto"
+    monkeypatch.setattr(predictor_module, "bf16_is_native", lambda: False)
+    _, emulated_error = bf16_errors(Predictor(model, precision="bf16", allow_emulated_bf16=True), batch, fp32)
+    for predictor in (native, compiled, compiled):  # the second compiled call runs the fused graph
+        agreement, max_logit_error = bf16_errors(predictor, batch, fp32)
+        assert agreement == 1.0 and 0 < max_logit_error < 1.5 * emulated_error
+    assert compiled.compiler.pieces and not torch.jit.onednn_fusion_enabled()
 
 
 def test_onnxruntime_backend(tmp_path):
@@ -253,11 +289,50 @@ def test_onnxruntime_backend(tmp_path):
     assert sorted((tmp_path / "onnx").glob("*.onnx")) == cached
 
 
+@pytest.fixture(scope="module")
+def openvino_cache(tmp_path_factory):
+    """One cache of converted graphs for the OpenVINO tests: each converts the same weights."""
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@needs_openvino
+def test_openvino_backend(openvino_cache):
+    """OpenVINO runs the folded graph, converted once (cached by weights digest, one graph for every
+    batch and size): fp32 within 1e-4 of the model, a static compilation for each prepared shape,
+    a dynamic one for the others."""
+    model = synthetic_model("fastvit_sa12")  # attention and RepCPE
+    predictor = Predictor(model, backend="openvino", input_size=(3, 128, 128), cache_dir=openvino_cache)
+    x = synthetic_input((3, 3, 96, 128))
+    assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert relative_error(predictor.embed(x), reference(model, x, embed=True)) <= RTOL
+    cached = {path: path.stat().st_mtime_ns for path in (openvino_cache / "openvino").iterdir()}
+    assert sorted(path.suffix for path in cached) == [".bin", ".xml"]
+    again = Predictor(model, backend="openvino", input_size=(3, 128, 128), cache_dir=openvino_cache)
+    assert {path: path.stat().st_mtime_ns for path in (openvino_cache / "openvino").iterdir()} == cached
+    again.prepare([1, 2])
+    assert again.compiled_shapes == [("forward", (1, 3, 128, 128)), ("forward", (2, 3, 128, 128))]
+    y = synthetic_input((5, 3, 128, 128), 1)
+    assert relative_error(again(y), reference(model, y)) <= RTOL  # frozen: the dynamic compilation
+    assert len(again.compiled_shapes) == 2
+
+
+@needs_openvino
+@needs_native_bf16
+def test_openvino_backend_in_bf16(openvino_cache):
+    model = synthetic_model("fastvit_sa12")
+    predictor = Predictor(model, backend="openvino", precision="bf16", input_size=(3, 128, 128),
+                          cache_dir=openvino_cache)
+    x = synthetic_input((2, 3, 128, 128))
+    assert 0 < relative_error(predictor(x), reference(model, x)) <= BF16_RTOL
+    fp32 = Predictor(model, backend="openvino", input_size=(3, 128, 128), cache_dir=openvino_cache)
+    assert fp32._runner.core is predictor._runner.core  # one Core per process: see shared_core
+
+
 def test_import_fastvit_stays_light():
     """``import fastvit`` (and every module of the package) pulls in none of the heavy optional
     machinery; the predictor imports it only when an option needs it."""
-    heavy = ("onnxruntime", "onnx", "onnxscript", "torch._dynamo", "torch._inductor", "torch.onnx", "sympy",
-             "timm", "torchvision")
+    heavy = ("onnxruntime", "onnx", "onnxscript", "openvino", "torch._dynamo", "torch._inductor", "torch.onnx",
+             "sympy", "timm", "torchvision")
     code = (
         "import sys, importlib, pkgutil, fastvit\n"
         "for module in pkgutil.walk_packages(fastvit.__path__, 'fastvit.'):\n"

@@ -1,13 +1,27 @@
 """fastvit: Apple's FastViT image models in PyTorch, under timm's names."""
 
-from .data import create_transform, imagenet_classes, imagenet_synsets, load_image
-from .data import resolve_data_config, resolve_model_data_config
+from .data import (
+    create_transform,
+    imagenet_classes,
+    imagenet_synsets,
+    load_image,
+    resolve_data_config,
+    resolve_model_data_config,
+)
 from .errors import CheckpointError, FastViTError, ImageLoadError, UnknownModelError, WeightsUnavailableError
-from .models import FastVit, FastVitFeatures, model_info, reparameterize
-from .models import create_model, get_pretrained_cfg, list_models, list_pretrained
+from .models import (
+    FastVit,
+    FastVitFeatures,
+    create_model,
+    get_pretrained_cfg,
+    list_models,
+    list_pretrained,
+    model_info,
+    reparameterize,
+)
 from .runtime.predictor import Predictor
+from .version import __version__  # noqa: F401 (public)
 
-__version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "FastVit",

@@ -1,9 +1,10 @@
-"""``fastvit export``: the fused model as ONNX or TorchScript, checked against PyTorch after writing."""
+"""``fastvit export``: the fused model as ONNX, OpenVINO IR or TorchScript, checked against PyTorch after writing."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..runtime.export import FORMATS
 from .common import image_side, positive
 
 
@@ -20,17 +21,19 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def add_commands(commands) -> None:
     export = commands.add_parser(
-        "export", help="export the fused model to ONNX or TorchScript",
+        "export", help="export the fused model to ONNX, OpenVINO IR or TorchScript",
         description="Export the reparameterized (fused) eval model and check the file against PyTorch right after "
-        "writing (ONNX with onnxruntime: pip install 'fastvit[onnx]'); fails above 1e-4 relative difference.",
+        "writing (ONNX with onnxruntime: pip install 'fastvit[onnx]'; OpenVINO IR with OpenVINO: pip install "
+        "'fastvit[openvino]'); fails above 1e-4 relative difference.",
     )
     export.add_argument("model", help="model name or name.tag")
     export.add_argument("--checkpoint", metavar="PATH", help="local weights instead of the pretrained ones")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
-    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX)")
-    export.add_argument("--dynamic-size", action="store_true", help="any image height and width (ONNX)")
+    export.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="default onnx; openvino writes NAME.xml (the graph) and NAME.bin (the weights)")
+    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (ONNX, OpenVINO)")
+    export.add_argument("--dynamic-size", action="store_true", help="any image height and width (ONNX, OpenVINO)")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     export.add_argument("--input-size", nargs=2, type=image_side, metavar=("H", "W"), help="default: the model's own")
     export.add_argument("--batch-size", type=positive, default=1, help="batch of the traced example (default 1)")
-    export.add_argument("--out", metavar="FILE", help="default NAME.onnx or NAME.pt")
+    export.add_argument("--out", metavar="FILE", help="default NAME.onnx, NAME.xml or NAME.pt")
     export.set_defaults(run=cmd_export)

@@ -4,7 +4,6 @@ chunks sized to its activations), and streams that run shares of a batch on sing
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -42,18 +41,15 @@ def segments(model: nn.Module, output: str) -> list[nn.Module] | None:
     return [model.stem, *model.stages, _Tail(model, pre_logits=output == "embed")]
 
 
-def segment_activation_bytes(model: nn.Module, input_size: Sequence[int]) -> list[int] | None:
-    """Bytes of the largest activation of one image inside each segment at ``input_size`` (C, H, W).
+def segment_activation_bytes(model: nn.Module, image: Tensor) -> list[int] | None:
+    """Bytes of the largest output of any module inside each segment, for ``image`` (a batch of one,
+    in the dtype and memory format the model runs), or None for a network without segments.
 
-    Measured on a forward pass at a quarter of the size in each dimension and scaled up (the
-    meta device would say it exactly, but its first use imports torch's compiler stack: seconds).
-    """
+    Measured on a real forward pass, so an engine that packs its weights per input size finds them
+    packed for this size when the first real batch comes."""
     parts = segments(model, "forward")
     if parts is None:
         return None
-    channels, height, width = input_size
-    small = (channels, max(32, height // 4), max(32, width // 4))
-    scale = (height * width) / (small[1] * small[2])
     largest = [0] * len(parts)
     current = 0
 
@@ -61,10 +57,9 @@ def segment_activation_bytes(model: nn.Module, input_size: Sequence[int]) -> lis
         if isinstance(output, Tensor) and output.ndim >= 2:
             largest[current] = max(largest[current], output[0].numel() * output.element_size())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        parameter = next(model.parameters())
-        x = torch.zeros(1, *small, device=parameter.device, dtype=parameter.dtype)
+        x = image
         with torch.inference_mode():
             for current, segment in enumerate(parts):
                 x = segment(x)
@@ -73,7 +68,7 @@ def segment_activation_bytes(model: nn.Module, input_size: Sequence[int]) -> lis
     finally:
         for handle in handles:
             handle.remove()
-    return [int(size * scale) for size in largest]
+    return largest
 
 
 class Embedder(nn.Module):

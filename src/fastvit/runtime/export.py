@@ -1,4 +1,5 @@
-"""ONNX and TorchScript export of the folded inference graph, each checked right after writing.
+"""ONNX, OpenVINO IR and TorchScript export of the folded inference graph, each checked right after
+writing.
 
 :func:`export_onnx` writes the network as :func:`~fastvit.runtime.folds.fold_for_inference` leaves
 it (eval only: BatchNorms, layer scales and train-time branches folded away; attention as plain
@@ -6,6 +7,8 @@ MatMul/Softmax; squeeze-excite and pooling as ReduceMean, so no input size is ba
 runs the file with onnxruntime next to the PyTorch model and raises :class:`ExportCheckError`
 when they differ by more than ``rtol`` (1e-4) of the largest reference output. With a dynamic
 batch or size the check also runs at a batch and a size other than the export's.
+:func:`~fastvit.runtime.backends.openvino.export_openvino` converts the same graph to OpenVINO IR
+(``pip install 'fastvit[openvino]'``) and checks it with OpenVINO's CPU plugin in fp32.
 :func:`export_torchscript` traces the same graph and checks the reloaded file the same way.
 :func:`export_model` is the one-call form the ``fastvit export`` command uses.
 
@@ -46,11 +49,12 @@ __all__ = [
 DEFAULT_OPSET = 17
 OPSETS = range(14, 24)
 """ONNX opsets the export takes: attention needs 14 or later, and torch 2.13 writes at most 23."""
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "openvino", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
 
 
 class OptionalDependencyError(FastViTError, ImportError):
-    """An optional package (onnxruntime, onnx, onnxscript) that a feature needs is not installed."""
+    """An optional package (onnxruntime, onnx, onnxscript, openvino) that a feature needs is not installed."""
 
 
 class ExportCheckError(FastViTError):
@@ -101,8 +105,13 @@ class ExportResult:
     def max_relative_diff(self) -> float:
         return max((c.relative for c in self.checks), default=float("nan"))
 
+    @property
+    def files(self) -> list[Path]:
+        """What was written: the file, and for OpenVINO IR the weights (.bin) beside the graph (.xml)."""
+        return [self.path, self.path.with_suffix(".bin")] if self.format == "openvino" else [self.path]
+
     def summary(self) -> str:
-        size = self.path.stat().st_size / 2**20 if self.path.exists() else 0.0
+        size = sum(file.stat().st_size for file in self.files if file.exists()) / 2**20
         dims = "x".join(map(str, self.input_size[1:]))
         dynamic = ", ".join(n for n, on in (("batch", self.dynamic_batch), ("size", self.dynamic_size)) if on)
         lines = [f"wrote {self.path} ({self.format}{f', opset {self.opset}' if self.opset else ''}, {size:.1f} MiB, "
@@ -139,7 +148,7 @@ def _output_names(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str,
     return outputs
 
 
-def _prepare(model: nn.Module, fold: bool, outputs: Sequence[str] | None) -> tuple[_Outputs, tuple[str, ...]]:
+def prepare_graph(model: nn.Module, fold: bool, outputs: Sequence[str] | None) -> tuple[_Outputs, tuple[str, ...]]:
     """An eval, float32, NCHW copy of ``model`` (folded unless ``fold=False``) with named outputs."""
     from .folds import fold_for_inference
 
@@ -149,12 +158,12 @@ def _prepare(model: nn.Module, fold: bool, outputs: Sequence[str] | None) -> tup
     return _Outputs(model, names).eval(), names
 
 
-def _example(batch: int, input_size: Sequence[int], seed: int) -> Tensor:
+def example_input(batch: int, input_size: Sequence[int], seed: int) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, *input_size, generator=generator)
 
 
-def _check_shapes(
+def check_shapes(
     batch: int, input_size: Sequence[int], dynamic_batch: bool, dynamic_size: bool
 ) -> list[tuple[int, tuple[int, ...]]]:
     """The input shapes a check runs: the export's own, plus another batch and another odd size
@@ -168,13 +177,13 @@ def _check_shapes(
     return shapes
 
 
-def _compare(
+def compare_outputs(
     reference: nn.Module, run, names: Sequence[str], shapes: Sequence[tuple[int, tuple[int, ...]]], rtol: float
 ) -> list[CheckResult]:
     wrapped = _Outputs(reference, names)
     checks = []
     for seed, (batch, size) in enumerate(shapes):
-        x = _example(batch, size, seed)
+        x = example_input(batch, size, seed)
         with torch.inference_mode():
             expected = wrapped(x)
         expected = [expected] if isinstance(expected, Tensor) else list(expected)
@@ -207,7 +216,7 @@ def check_onnx(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()] if outputs is None else list(outputs)
     input_name = session.get_inputs()[0].name
-    return _compare(reference.eval(), lambda x: session.run(names, {input_name: x.numpy()}), names, shapes, rtol)
+    return compare_outputs(reference.eval(), lambda x: session.run(names, {input_name: x.numpy()}), names, shapes, rtol)
 
 
 def export_onnx(
@@ -238,9 +247,9 @@ def export_onnx(
         import_onnxruntime()  # fail before spending time on the export
     start = time.perf_counter()
     reference = model.eval()
-    wrapped, names = _prepare(model, fold, outputs)
+    wrapped, names = prepare_graph(model, fold, outputs)
     input_size = tuple(input_size)
-    example = _example(batch_size, input_size, 0)
+    example = example_input(batch_size, input_size, 0)
     opset = opset or DEFAULT_OPSET
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,8 +271,8 @@ def export_onnx(
                           opset if exporter == "torchscript" else max(opset, 18), time.perf_counter() - start)
     if check:
         try:
-            result.checks = check_onnx(path, reference, _check_shapes(batch_size, input_size, dynamic_batch, dynamic_size),
-                                       names, rtol)
+            shapes = check_shapes(batch_size, input_size, dynamic_batch, dynamic_size)
+            result.checks = check_onnx(path, reference, shapes, names, rtol)
         except ExportCheckError:
             path.unlink(missing_ok=True)
             raise
@@ -308,13 +317,13 @@ def export_torchscript(
     ``model`` at the traced shape and at another batch and size (traced FastViTs take any)."""
     start = time.perf_counter()
     reference = model.eval()
-    wrapped, names = _prepare(model, fold, outputs)
+    wrapped, names = prepare_graph(model, fold, outputs)
     input_size = tuple(input_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, not removed
-        traced = torch.jit.trace(wrapped, _example(batch_size, input_size, 0), check_trace=False)
+        traced = torch.jit.trace(wrapped, example_input(batch_size, input_size, 0), check_trace=False)
         torch.jit.save(traced, str(path))
     result = ExportResult(path, "torchscript", input_size, batch_size, True, True, None, time.perf_counter() - start)
     if check:
@@ -328,7 +337,8 @@ def export_torchscript(
             return [out] if isinstance(out, Tensor) else list(out)
 
         try:
-            result.checks = _compare(reference, run, names, _check_shapes(batch_size, input_size, True, True), rtol)
+            shapes = check_shapes(batch_size, input_size, True, True)
+            result.checks = compare_outputs(reference, run, names, shapes, rtol)
         except ExportCheckError:
             path.unlink(missing_ok=True)
             raise
@@ -352,8 +362,8 @@ def export_model(
     **model_kwargs: Any,
 ) -> ExportResult:
     """``fastvit export NAME``: build the model (pretrained weights, or ``checkpoint``), export
-    it in ``format`` ('onnx' or 'torchscript') to ``out`` (default ``NAME.onnx`` / ``NAME.pt``)
-    and check the file."""
+    it in ``format`` ('onnx', 'openvino' or 'torchscript') to ``out`` (default ``NAME.onnx``,
+    ``NAME.xml`` or ``NAME.pt``) and check the file."""
     from ..models.registry import create_model
 
     if format not in FORMATS:
@@ -362,8 +372,13 @@ def export_model(
     model = create_model(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint,
                          **model_kwargs).eval()
     size = tuple(input_size or model.pretrained_cfg.get("input_size") or (3, 256, 256))
-    out = Path(out) if out else Path(f"{name}.{'onnx' if format == 'onnx' else 'pt'}")
+    out = Path(out) if out else Path(f"{name}{SUFFIXES[format]}")
     if format == "onnx":
         return export_onnx(model, out, input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch,
                            dynamic_size=dynamic_size, opset=opset, outputs=outputs)
+    if format == "openvino":
+        from .backends.openvino import export_openvino
+
+        return export_openvino(model, out, input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch,
+                               dynamic_size=dynamic_size, outputs=outputs)
     return export_torchscript(model, out, input_size=size, batch_size=batch_size, outputs=outputs)

@@ -3,9 +3,10 @@
 timm's key layout has no place for these, so they happen only on the way to inference
 (:func:`fold_for_inference`): the ConvMlp's BatchNorm into its depthwise conv, every layer scale
 into the 1×1 conv or linear before it, the attention block's BatchNorm into ``qkv`` (which gains a
-bias), and each channel-doubling grouped conv (downsampling 7×7, final 3×3) recast as a depthwise
+bias), each channel-doubling grouped conv (downsampling 7×7, final 3×3) recast as a depthwise
 conv over repeated channels, the channel order it leaves absorbed by the next 1×1 conv, SE block
-or classifier. Dropout and drop-path go away. The folded network computes the same function up
+or classifier, and the SE blocks' 1×1 convs on pooled maps recast as linear layers on the pooled
+vectors. Dropout and drop-path go away. The folded network computes the same function up
 to float rounding (the tests check 1e-12 in float64).
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "FoldedAttention",
     "FoldedAttentionBlock",
     "FoldedRepMixerBlock",
+    "LinearSqueezeExcite",
     "PermutedClassifierHead",
     "RepeatedDepthwiseConv2d",
     "fold_for_inference",
@@ -42,17 +44,19 @@ __all__ = [
 
 def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
     """A bias=True copy of ``conv``'s geometry holding ``weight`` and ``bias``."""
-    folded = nn.Conv2d(
+    folded = nn.Conv2d(  # built on the meta device: no random initialisation of what is overwritten
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, bias=True, device=weight.device, dtype=weight.dtype,
-    )
+        conv.groups, bias=True, device="meta", dtype=weight.dtype,
+    ).to_empty(device=weight.device)
     folded.weight.copy_(weight)
     folded.bias.copy_(bias)
     return folded
 
 
-def _linear_like(linear: nn.Linear, weight: Tensor, bias: Tensor) -> nn.Linear:
-    folded = nn.Linear(linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=weight.dtype)
+def _linear(weight: Tensor, bias: Tensor) -> nn.Linear:
+    """A linear layer holding ``weight`` (out, in) and ``bias``."""
+    folded = nn.Linear(weight.shape[1], weight.shape[0], device="meta", dtype=weight.dtype)
+    folded = folded.to_empty(device=weight.device)
     folded.weight.copy_(weight)
     folded.bias.copy_(bias)
     return folded
@@ -150,8 +154,8 @@ class FoldedAttentionBlock(nn.Module):
         if gamma is not None:
             proj_weight, proj_bias = proj_weight * gamma[:, None], proj_bias * gamma
         attn = FoldedAttention(
-            _linear_like(attention.qkv, qkv_weight, qkv_bias),
-            _linear_like(attention.proj, proj_weight, proj_bias),
+            _linear(qkv_weight, qkv_bias),
+            _linear(proj_weight, proj_bias),
             attention.num_heads,
         )
         return cls(norm, attn, *_folded_mlp(block.mlp, _scale_of(block.layer_scale_2)))
@@ -182,8 +186,9 @@ class RepeatedDepthwiseConv2d(nn.Conv2d):
     def __init__(self, conv: nn.Conv2d, repeats: int):
         super().__init__(
             conv.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            groups=conv.out_channels, bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+            groups=conv.out_channels, bias=conv.bias is not None, device="meta", dtype=conv.weight.dtype,
         )
+        self.to_empty(device=conv.weight.device)
         self.repeats = repeats
         with torch.no_grad():
             self.weight.copy_(conv.weight)
@@ -280,21 +285,46 @@ def _recast_grouped_convs(model: nn.Module) -> None:
         model.head = PermutedClassifierHead(head, recast.permutation.to(recast.weight.device))
 
 
+class LinearSqueezeExcite(nn.Module):
+    """A SqueezeExcite whose two 1×1 convs, which only ever see the pooled (B, C, 1, 1) map, are
+    the linear layers they amount to on the pooled (B, C) vector (a matrix product instead of a
+    convolution call on a 1×1 image)."""
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.fc1, self.act = _linear(se.fc1.weight.flatten(1), se.fc1.bias), se.act
+        self.fc2 = _linear(se.fc2.weight.flatten(1), se.fc2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.fc2(self.act(self.fc1(x.mean((2, 3))))).sigmoid()
+        return x * gate[:, :, None, None]
+
+
+def _fold_squeeze_excite(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if type(child) is SqueezeExcite:
+            setattr(module, name, LinearSqueezeExcite(child))
+        else:
+            _fold_squeeze_excite(child)
+
+
 @torch.no_grad()
 def fold_for_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
     """The eval-mode ``model`` with every exact inference-only fold applied.
 
     Runs :func:`~fastvit.reparameterize` (timm's structural fusion), then replaces each
     RepMixerBlock and AttentionBlock by :class:`FoldedRepMixerBlock` /
-    :class:`FoldedAttentionBlock` and recasts the channel-doubling grouped convs as
-    :class:`RepeatedDepthwiseConv2d`. The result computes the same function as ``model.eval()``
-    (``forward``, ``forward_head``, pre-logits) up to float rounding, but its intermediate
-    feature maps may have permuted channels and its state dict is not timm's: keep ``model``
-    for checkpoints and ``forward_intermediates``.
+    :class:`FoldedAttentionBlock`, recasts the channel-doubling grouped convs as
+    :class:`RepeatedDepthwiseConv2d` and the SE blocks as :class:`LinearSqueezeExcite`. The
+    result computes the same function as ``model.eval()`` (``forward``, ``forward_head``,
+    pre-logits) up to float rounding, but its intermediate feature maps may have permuted
+    channels and its state dict is not timm's: keep ``model`` for checkpoints and
+    ``forward_intermediates``.
     """
     model = reparameterize(model, inplace=inplace).eval()
     _fold_blocks(model)
     _recast_grouped_convs(model)
+    _fold_squeeze_excite(model)  # last: the recast permutes the SE convs' channels
     return model
 
 

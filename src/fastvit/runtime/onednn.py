@@ -13,8 +13,8 @@ import threading
 import torch
 from torch import Tensor, nn
 
+from ..models.layers import MobileOneBlock, ReparamLargeKernelConv, RepConditionalPosEnc
 from .folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, repeat_channels
-from ..models.layers import MobileOneBlock, RepConditionalPosEnc, ReparamLargeKernelConv
 
 __all__ = ["OneDnnConv2d", "OneDnnFusion", "from_onednn", "onednn_available", "to_onednn"]
 
@@ -47,9 +47,8 @@ class OneDnnConv2d(nn.Module):
         super().__init__()
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("the oneDNN engine needs explicit zero padding")
-        self.register_buffer("weight", conv.weight.detach().clone())
-        bias = conv.bias.detach().clone() if conv.bias is not None else None
-        self.register_buffer("bias", bias)
+        self.register_buffer("weight", conv.weight.detach())  # shared: the plain conv is swapped out
+        self.register_buffer("bias", conv.bias.detach() if conv.bias is not None else None)
         self.stride, self.padding, self.dilation = list(conv.stride), list(conv.padding), list(conv.dilation)
         self.groups = conv.groups
         self.repeats = getattr(conv, "repeats", 1)  # a RepeatedDepthwiseConv2d repeats its input channels
@@ -164,7 +163,8 @@ class OneDnnAttentionBlock(nn.Module):
 @torch.no_grad()
 def to_onednn(folded: nn.Module) -> nn.Module:
     """Swap the convolutions of a :func:`fold_for_inference` model, in place, for oneDNN calls
-    with pre-packed weights and fused GELU / residual add. CPU, float32 only."""
+    with pre-packed weights and fused GELU / residual add. CPU; float32, or bfloat16 where the CPU
+    has native bf16 (convert the model before: the weights are packed in their own dtype)."""
     for name, child in folded.named_children():
         if isinstance(child, FoldedRepMixerBlock):
             setattr(folded, name, OneDnnRepMixerBlock(child))
@@ -233,9 +233,15 @@ class _PlainConvAct(nn.Module):
 
 
 class OneDnnFusion:
+    """TorchScript's oneDNN graph fuser (process-wide state) on inside the block (unless not
+    ``enabled``), and back as it was after."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
     def __enter__(self):
         self.previous = torch.jit.onednn_fusion_enabled()
-        torch.jit.enable_onednn_fusion(True)
+        torch.jit.enable_onednn_fusion(self.enabled or self.previous)
 
     def __exit__(self, *exc):
         torch.jit.enable_onednn_fusion(self.previous)

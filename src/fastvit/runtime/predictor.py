@@ -1,4 +1,5 @@
-"""Fast inference: exact inference-only folding, fused oneDNN kernels, bf16, compilation and ONNX Runtime.
+"""Fast inference: exact inference-only folding, fused oneDNN kernels in fp32 or bf16, compilation,
+ONNX Runtime and OpenVINO.
 
 :class:`Predictor` is the one entry point. ``Predictor(model)`` (or
 ``Predictor.from_pretrained("fastvit_t8.apple_in1k")``) is a callable that computes
@@ -11,20 +12,23 @@
    add fused into each convolution; ``engine="onednn"``, the default on CPU), on channels-last
    tensors. A large batch runs stage by stage, each stage in chunks sized to its activations, and
    is split across the cores as parallel single-threaded streams.
-3. **bf16** (``precision="bf16"``) where the CPU has native bf16. Elsewhere bf16 kernels fall back
-   to reference code, so the predictor refuses it; ``allow_emulated_bf16=True`` instead runs bf16
-   *numerics* (every result rounded to bf16) at fp32 speed, to study accuracy.
-4. **compile** where it pays: oneDNN's graph compiler (a frozen TorchScript trace with the oneDNN
-   fuser, ~0.5–2 s per input shape) removes the per-op dispatch cost that dominates batch 1. By
-   default (``compile="auto"``) a shape is compiled once it has run ``AUTO_COMPILE_CALLS`` times,
-   so a one-off call never waits for the compiler and a serving loop soon runs compiled;
-   ``compile=True`` compiles every shape on first use, ``compile="inductor"`` uses
-   ``torch.compile`` with frozen weights (tens of seconds), ``compile=False`` never compiles.
-5. or **ONNX Runtime** (``backend="onnxruntime"``, ``pip install 'fastvit[onnx]'``): the folded
-   graph exported once (cached on disk by weights digest) and run by an ``InferenceSession``.
+3. **bf16** (``precision="bf16"``) where the CPU has native bf16 (AVX512-BF16, AMX): the same
+   engine with bf16 weights and activations (oneDNN accumulates in fp32). Elsewhere bf16 kernels
+   fall back to reference code, so the predictor refuses it; ``allow_emulated_bf16=True`` instead
+   runs bf16 *numerics* (every result rounded to bf16) at fp32 speed, to study accuracy.
+4. **compile** where it pays (:mod:`fastvit.runtime.compiling`): oneDNN's graph compiler (a frozen
+   TorchScript trace with the oneDNN fuser, ~0.5–2 s per input shape) removes the per-op dispatch
+   cost that dominates batch 1. By default (``compile="auto"``) a shape is compiled once it has run
+   ``AUTO_COMPILE_CALLS`` times, so a one-off call never waits for the compiler and a serving loop
+   soon runs compiled; ``compile=True`` compiles every shape on first use, ``compile="inductor"``
+   uses ``torch.compile`` with frozen weights (tens of seconds), ``compile=False`` never compiles.
+5. or another runtime on the folded graph (:mod:`fastvit.runtime.backends`):
+   ``backend="onnxruntime"`` (``pip install 'fastvit[onnx]'``) or ``backend="openvino"``
+   (``pip install 'fastvit[openvino]'``, fp32 or bf16), the graph converted once and cached on disk
+   by weights digest.
 
-Optional heavy modules (onnxruntime, onnx, torch._dynamo, torch._inductor) are imported only when
-an option needs them.
+Optional heavy modules (onnxruntime, onnx, openvino, torch._dynamo, torch._inductor) are imported
+only when an option needs them.
 """
 
 from __future__ import annotations
@@ -32,9 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import threading
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -49,8 +51,9 @@ from .batching import (
     segments,
     single_threaded_pool,
 )
+from .compiling import AUTO_COMPILE_CALLS, COMPILERS, MAX_COMPILED_SHAPES, CompiledShapes, PieceCompiler
 from .folds import fold_for_inference
-from .onednn import OneDnnFusion, from_onednn, onednn_available, to_onednn
+from .onednn import from_onednn, onednn_available, to_onednn
 from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
 
 __all__ = [
@@ -58,21 +61,15 @@ __all__ = [
     "BACKENDS",
     "COMPILERS",
     "ENGINES",
+    "MAX_COMPILED_SHAPES",
     "PRECISIONS",
-    "Predictor",
     "PrecisionNotSupportedError",
+    "Predictor",
     "bf16_is_native",
 ]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 ENGINES = ("onednn", "eager")
-COMPILERS = ("onednn-graph", "inductor")
-AUTO_COMPILE_CALLS = 10
-"""With ``compile="auto"``, the number of runs of one input shape after which it is compiled."""
-MAX_COMPILED_SHAPES = 8
-"""Input shapes (per output) a Predictor compiles at most; others run uncompiled. Each compiled
-shape holds its own frozen graph and oneDNN primitives, so without a bound a caller that sends
-many batch sizes (a dynamic batcher) grows memory and keeps stalling on the compiler."""
 
 
 class Predictor:
@@ -84,20 +81,22 @@ class Predictor:
         precision: ``'fp32'`` or ``'bf16'``. bf16 needs a CPU with native bf16 (see
             :func:`bf16_is_native`); elsewhere it raises :class:`PrecisionNotSupportedError`
             unless ``allow_emulated_bf16=True``, because it would be many times slower than fp32.
-        backend: ``'torch'`` or ``'onnxruntime'`` (needs ``pip install fastvit[onnx]``).
+        backend: ``'torch'``, ``'onnxruntime'`` (fp32; ``pip install fastvit[onnx]``) or
+            ``'openvino'`` (fp32 or bf16; ``pip install fastvit[openvino]``).
         engine: torch backend only. ``'onednn'`` (default on CPU): fused oneDNN convolutions with
             pre-packed weights; ``'eager'``: the folded network in plain PyTorch ops.
-        compile: ``'auto'`` (default): compile an input shape with the oneDNN graph compiler
-            once it has run ``AUTO_COMPILE_CALLS`` times (fp32 on the CPU with the torch backend;
-            a shape that fails to compile keeps running uncompiled). ``True`` or
-            ``'onednn-graph'``: compile every shape on first use (a frozen TorchScript trace,
-            ~0.5–2 s per shape, which removes the per-op dispatch cost that dominates batch 1);
-            ``'inductor'`` for ``torch.compile`` with frozen weights (tens of seconds, and slower
-            here); ``False``: never. Compiled shapes are kept per (stage, batch, H, W).
+        compile: torch backend only. ``'auto'`` (default): compile an input shape with the oneDNN
+            graph compiler once it has run ``AUTO_COMPILE_CALLS`` times (on the CPU; a shape that
+            fails to compile keeps running uncompiled). ``True`` or ``'onednn-graph'``: compile
+            every shape on first use (a frozen TorchScript trace, ~0.5–2 s per shape, which
+            removes the per-op dispatch cost that dominates batch 1); ``'inductor'`` for
+            ``torch.compile`` with frozen weights (tens of seconds, and slower here); ``False``:
+            never. At most ``MAX_COMPILED_SHAPES`` (output, batch shape) pairs are compiled (see
+            :meth:`prepare`); the OpenVINO backend compiles a static graph for those same shapes.
         channels_last: memory format; None picks channels-last on CPU (faster for every engine
             here).
         threads: intra-op threads for torch (process-wide ``torch.set_num_threads``) and for
-            ONNX Runtime; None keeps torch's default (one per physical core).
+            ONNX Runtime and OpenVINO; None keeps torch's default (one per physical core).
         micro_batch: None (default) runs a large batch stage by stage, each stage in chunks
             sized to its activations (see ``MICRO_BATCH_BYTES``); an int runs the whole network
             in chunks of that many images; 0 runs the batch as one.
@@ -106,8 +105,9 @@ class Predictor:
             stage-wise micro-batching is on, else 1.
         input_size: (C, H, W) the predictor is tuned for; default the model's pretrained size.
         allow_emulated_bf16: where bf16 is not native, run bf16 *numerics* instead of refusing:
-            every op's result is rounded to bf16 (:class:`Bf16Rounding`), at fp32 speed.
-        cache_dir: where the ONNX Runtime backend keeps exported graphs (default
+            every op's result is rounded to bf16 (:class:`Bf16Rounding`), at fp32 speed (torch
+            backend, eager engine).
+        cache_dir: where the ONNX Runtime and OpenVINO backends keep converted graphs (default
             ``$FASTVIT_CACHE`` or ``~/.cache/fastvit``).
         inplace: fold ``model`` itself instead of a copy: faster to set up and no second copy
             of the weights, but ``model`` is then an inference-only network (what a command-line
@@ -131,42 +131,12 @@ class Predictor:
         cache_dir: str | os.PathLike[str] | None = None,
         inplace: bool = False,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        if compile is True:
-            compile = "onednn-graph"
-        if compile and compile != "auto" and compile not in COMPILERS:
-            raise ValueError(
-                f"unknown compile mode {compile!r}; expected 'auto', True, False or one of {', '.join(COMPILERS)}"
-            )
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
         on_cpu = self.device.type == "cpu"
-        if compile == "auto" and not (on_cpu and precision == "fp32" and backend == "torch"):
-            compile = False
-        if engine is None:
-            engine = "onednn" if on_cpu and onednn_available() and precision == "fp32" and backend == "torch" else "eager"
         self.emulate_bf16 = precision == "bf16" and on_cpu and not bf16_is_native()
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-        if engine == "onednn" and not (on_cpu and onednn_available()):
-            raise ValueError("engine='onednn' needs a CPU model and a torch build with oneDNN")
-        if engine == "onednn" and precision != "fp32":
-            raise ValueError("engine='onednn' runs float32; use engine='eager' with precision='bf16'")
-        if precision == "bf16":
-            if backend != "torch":
-                raise ValueError("precision='bf16' is available with backend='torch' only")
-            if self.emulate_bf16 and not allow_emulated_bf16:
-                raise PrecisionNotSupportedError(
-                    f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 (AVX512-BF16, "
-                    "AVX-NE-CONVERT or AMX): bf16 kernels fall back to reference code here, many times slower than fp32. "
-                    "Use precision='fp32', or allow_emulated_bf16=True for bf16 numerics emulated at fp32 speed "
-                    "(to study accuracy, not for speed)"
-                )
-            if self.emulate_bf16 and compile:
-                raise ValueError("emulated bf16 cannot be compiled")
+        compile, engine = _check_options(precision, backend, engine, compile, on_cpu, self.emulate_bf16,
+                                         allow_emulated_bf16)
         if threads is not None:
             torch.set_num_threads(threads)
 
@@ -177,38 +147,40 @@ class Predictor:
         self.input_size = tuple(input_size or self.pretrained_cfg.get("input_size") or (3, 256, 256))
         self.num_classes = getattr(model, "num_classes", None)
         self.num_features = getattr(model, "num_features", None)
+        self.dtype = torch.bfloat16 if precision == "bf16" and not self.emulate_bf16 else torch.float32
 
         self.model = fold_for_inference(model, inplace=inplace)
-        if self.channels_last:
+        if self.channels_last and engine == "eager":  # the oneDNN engine packs its weights its own way
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.micro_batch = micro_batch
-        self.segment_batches: list[int] | None = None
-        if micro_batch is None:  # per stage: as many images as keep its activations within budget
-            sizes = segment_activation_bytes(self.model, self.input_size)
-            if sizes:
-                self.segment_batches = [max(1, MICRO_BATCH_BYTES // max(size, 1)) for size in sizes]
-        elif micro_batch > 0 and segments(self.model, "forward") is not None:
-            self.segment_batches = [micro_batch] * len(segments(self.model, "forward"))
         if self.emulate_bf16:
             round_to_bf16_(self.model)
-        elif precision == "bf16":
-            self.model = self.model.to(torch.bfloat16)
-        if engine == "onednn" and backend == "torch":
+        if backend == "torch":  # other runtimes take float32 weights and convert them themselves
+            self.model = self.model.to(self.dtype)
+        if engine == "onednn":
             to_onednn(self.model)
-        self._compiled: dict[tuple, Callable] = {}
-        self._runs: dict[tuple, int] = {}  # runs per input shape, for compile="auto"
-        self._compile_lock = threading.Lock()
-        self._compiled_shapes: set[tuple] = set()  # (output, batch shape) of the calls that may compile
-        self._shapes_frozen = False
+        self.micro_batch = micro_batch
+        parts = segments(self.model, "forward")
+        self._segment_batches = [micro_batch] * len(parts or [None]) if micro_batch else None
+        self._measured = micro_batch is not None  # else measured at the first batch that needs it
+        staged = micro_batch != 0 and parts is not None
         if streams is None:
-            streams = torch.get_num_threads() if on_cpu and backend == "torch" and self.segment_batches else 1
+            streams = torch.get_num_threads() if on_cpu and backend == "torch" and staged else 1
         self.streams = max(1, streams)
         self._pool: ThreadPoolExecutor | None = None
-        self._ort = None
-        if backend == "onnxruntime":
+        self._shapes = CompiledShapes(MAX_COMPILED_SHAPES)
+        self.compiler = PieceCompiler(compile, self._shapes) if compile else None
+        self._runner = self._backend_runner(cache_dir) if backend != "torch" else None
+
+    def _backend_runner(self, cache_dir):
+        """The runtime that runs the folded graph for ``backend``: a callable (images, output) -> Tensor."""
+        if self.backend == "onnxruntime":
             from .backends.onnxruntime import OrtRunner
 
-            self._ort = OrtRunner(self.model_for_export(), self.input_size, threads, cache_dir)
+            return OrtRunner(self.model_for_export(), self.input_size, self.threads, cache_dir)
+        from .backends.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(self.model_for_export(), self.input_size, self.precision, self.threads, cache_dir,
+                              self._shapes)
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -230,7 +202,7 @@ class Predictor:
         return cls(model.eval(), **options)
 
     def model_for_export(self) -> nn.Module:
-        """The folded float32 network in plain PyTorch ops (what ONNX and TorchScript export)."""
+        """The folded float32 network in plain PyTorch ops (what ONNX, OpenVINO and TorchScript export)."""
         plain = from_onednn(copy.deepcopy(self.model)).float()
         return plain.to(memory_format=torch.contiguous_format)  # NCHW traces give NCHW graphs
 
@@ -245,6 +217,20 @@ class Predictor:
         from ..data import create_transform
 
         return create_transform(**self.data_config)
+
+    @property
+    def segment_batches(self) -> list[int] | None:
+        """Images per chunk in each stage (stem, stages, tail) when a batch runs stage by stage;
+        None when it never does. Measured once, at the first batch that needs it (a one-image
+        call never pays for it)."""
+        if not self._measured:
+            self._measured = True
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            image = torch.zeros(1, *self.input_size, device=self.device, dtype=self.dtype)
+            sizes = segment_activation_bytes(self.model, image.contiguous(memory_format=memory_format))
+            if sizes:
+                self._segment_batches = [max(1, MICRO_BATCH_BYTES // max(size, 1)) for size in sizes]
+        return self._segment_batches
 
     # -- running ----------------------------------------------------------------------------
 
@@ -265,76 +251,68 @@ class Predictor:
         unknown = set(outputs) - {"forward", "embed"}
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}; expected 'forward' and/or 'embed'")
-        if len(set(batch_sizes)) * len(set(outputs)) > MAX_COMPILED_SHAPES and self.compile:
+        compiles = self.compiler is not None or self.backend == "openvino"
+        if len(set(batch_sizes)) * len(set(outputs)) > MAX_COMPILED_SHAPES and compiles:
             raise ValueError(f"at most {MAX_COMPILED_SHAPES} shapes are compiled; prepare fewer batch sizes")
         for output in outputs:
             for batch in sorted(set(batch_sizes)):
                 self._run(torch.zeros(batch, *self.input_size), output, compile_now=True)
-        self._shapes_frozen = freeze
+        if freeze:
+            self._shapes.freeze()
 
     @property
     def compiled_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """(output, batch shape) of the calls whose pieces are compiled or may be compiled."""
-        return sorted(self._compiled_shapes)
+        return sorted(self._shapes.admitted)
 
     def _run(self, images: Tensor, output: str, compile_now: bool = False):
         if images.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(images.shape)}")
-        if self._ort is not None:
-            return self._ort(images, output)
-        dtype = torch.bfloat16 if self.precision == "bf16" and not self.emulate_bf16 else torch.float32
-        x = images.to(self.device, dtype)
-        compiling = self._compiling((output, tuple(x.shape)), compile_now)
-        with self._fusion_enabled():  # process-wide state: set once here, not in each stream
+        if self._runner is not None:
+            return self._runner(images, output)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        x = images.to(self.device, self.dtype, memory_format=memory_format)
+        shape = (output, tuple(x.shape))
+        # the fuser is process-wide state: switched on once here, not in each stream
+        with self.compiler.fusion() if self.compiler else contextlib.nullcontext():
             if self.streams > 1 and x.shape[0] >= MIN_IMAGES_PER_STREAM * self.streams:
+                steps = self.segment_batches  # measured here, before the streams share the modules
                 parts = x.tensor_split(self.streams)
-                outs = list(self._stream_pool().map(lambda part: self._run_local(part, output, compiling), parts))
+                outs = list(self._stream_pool().map(lambda part: self._run_local(part, output, shape, compile_now,
+                                                                                 steps), parts))
                 out = [torch.cat(maps) for maps in zip(*outs)] if isinstance(outs[0], list) else torch.cat(outs)
             else:
-                out = self._run_local(x, output, compiling)
+                steps = self.segment_batches if x.shape[0] > 1 else None
+                out = self._run_local(x, output, shape, compile_now, steps)
         if isinstance(out, Tensor):
-            return out.float() if out.dtype != torch.float32 else out
+            return out.float()
         return [o.float() for o in out]
 
-    def _compiling(self, shape: tuple, now: bool) -> tuple[tuple, bool] | None:
-        """How the pieces of a call of this (output, batch shape) compile: None when compiling is
-        off, else (shape, compile at once?) for :meth:`_call`."""
-        if not self.compile:
-            return None
-        return shape, now or self.compile != "auto"
-
-    def _admit(self, shape: tuple) -> bool:
-        """Whether pieces of calls of ``shape`` may be compiled: a shape already admitted, or a new
-        one while fewer than ``MAX_COMPILED_SHAPES`` are and the shapes are not frozen."""
-        if shape in self._compiled_shapes:
-            return True
-        if self._shapes_frozen or len(self._compiled_shapes) >= MAX_COMPILED_SHAPES:
-            return False
-        self._compiled_shapes.add(shape)
-        return True
-
-    def _run_local(self, x: Tensor, output: str, compiling: tuple[tuple, bool] | None):
-        """Run a batch (or a stream's share of one) on this thread: whole, in chunks, or stage by stage."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def _run_local(self, x: Tensor, output: str, shape: tuple, compile_now: bool, steps: list[int] | None):
+        """Run a batch (or a stream's share of one) on this thread: whole, in chunks, or stage by
+        stage with ``steps`` images per chunk in each stage."""
         with torch.inference_mode(), Bf16Rounding(self.emulate_bf16):
             if self.emulate_bf16:
                 x = x.to(torch.bfloat16).float()
-            if self.segment_batches is None and self.micro_batch and x.shape[0] > self.micro_batch:
-                whole = self.model if output == "forward" else Embedder(self.model)  # features_only
-                parts = [self._call(("whole", output), whole, chunk, compiling) for chunk in x.split(self.micro_batch)]
+            whole = self.model if output == "forward" else Embedder(self.model)
+            if steps is None or x.shape[0] <= min(steps):
+                return self._call(("whole", output), whole, x, shape, compile_now)
+            if segments(self.model, output) is None:  # features_only: the whole network, in chunks
+                parts = [self._call(("whole", output), whole, chunk, shape, compile_now) for chunk in x.split(steps[0])]
                 return [torch.cat(maps) for maps in zip(*parts)] if isinstance(parts[0], list) else torch.cat(parts)
-            if self.segment_batches is None or x.shape[0] <= min(self.segment_batches):
-                whole = self.model if output == "forward" else Embedder(self.model)
-                return self._call(("whole", output), whole, x, compiling)
             out = x
-            for index, (segment, step) in enumerate(zip(segments(self.model, output), self.segment_batches)):
+            for index, (segment, step) in enumerate(zip(segments(self.model, output), steps)):
                 key = (index, output)
                 if out.shape[0] > step:
-                    out = torch.cat([self._call(key, segment, chunk, compiling) for chunk in out.split(step)])
+                    out = torch.cat([self._call(key, segment, chunk, shape, compile_now) for chunk in out.split(step)])
                 else:
-                    out = self._call(key, segment, out, compiling)
+                    out = self._call(key, segment, out, shape, compile_now)
             return out
+
+    def _call(self, key: tuple, module: nn.Module, x: Tensor, shape: tuple, compile_now: bool):
+        if self.compiler is None:
+            return module(x)
+        return self.compiler(key, module, x, shape, compile_now or self.compile != "auto")
 
     def _stream_pool(self) -> ThreadPoolExecutor:
         """Worker threads that each run one share of a batch with one intra-op thread, so the
@@ -342,42 +320,6 @@ class Predictor:
         if self._pool is None:
             self._pool = single_threaded_pool(self.streams)
         return self._pool
-
-    def _call(self, key: tuple, module: nn.Module, x: Tensor, compiling: tuple[tuple, bool] | None):
-        if compiling is None:
-            return module(x)
-        key = (*key, tuple(x.shape), x.dtype, x.is_contiguous())
-        compiled = self._compiled.get(key)
-        if compiled is not None:
-            return compiled(x)
-        shape, now = compiling
-        if not now:
-            if len(self._runs) > 4 * MAX_COMPILED_SHAPES * 64:  # counts of shapes that never compiled
-                self._runs.clear()
-            self._runs[key] = runs = self._runs.get(key, 0) + 1
-            if runs < AUTO_COMPILE_CALLS:
-                return module(x)
-        with self._compile_lock:
-            if key not in self._compiled:
-                if not self._admit(shape):
-                    return module(x)
-                self._compiled[key] = self._compile_shape(module, x)
-        return self._compiled[key](x)
-
-    def _compile_shape(self, module: nn.Module, x: Tensor) -> Callable:
-        if self.compile != "auto":
-            return _compile(module, x, self.compile)
-        try:
-            return _compile(module, x, "onednn-graph")
-        except Exception as error:  # an automatic optimisation must never break inference
-            warnings.warn(f"compiling for input {tuple(x.shape)} failed, running it uncompiled: {error}")
-            return module
-
-    def _fusion_enabled(self):
-        """The oneDNN graph fuser is process-wide TorchScript state: on only while we run."""
-        if self.compile not in ("onednn-graph", "auto"):
-            return contextlib.nullcontext()
-        return OneDnnFusion()
 
     def __repr__(self) -> str:
         return (
@@ -387,25 +329,41 @@ class Predictor:
         )
 
 
-# ----------------------------------------------------------------------------------------------
-# Compilation
-# ----------------------------------------------------------------------------------------------
-
-
-def _compile(module: nn.Module, example: Tensor, mode: str) -> Callable:
-    """A compiled callable for inputs shaped like ``example``."""
-    plain = from_onednn(copy.deepcopy(module))  # both compilers fuse oneDNN calls themselves
-    if mode == "inductor":
-        compiled = torch.compile(plain, dynamic=False, options={"freezing": True})
-        compiled(example)
-        return compiled
-    # oneDNN graph: TorchScript's LLGA fuser partitions the frozen graph into oneDNN compiled
-    # partitions (conv + GELU / add / BN fused), which run with far less per-op overhead.
-    with warnings.catch_warnings(), OneDnnFusion():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, not gone
-        traced = torch.jit.freeze(torch.jit.trace(plain, example, check_trace=False))
-        for _ in range(2):  # profiling runs, after which the fused graph is in place
-            traced(example)
-    return traced
-
+def _check_options(
+    precision: str, backend: str, engine: str | None, compile: bool | str, on_cpu: bool, emulate_bf16: bool,
+    allow_emulated_bf16: bool,
+) -> tuple[bool | str, str | None]:
+    """Validate the Predictor's options; returns (compile mode or False, engine) as they apply."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if compile is True:
+        compile = "onednn-graph"
+    if compile and compile != "auto" and compile not in COMPILERS:
+        raise ValueError(
+            f"unknown compile mode {compile!r}; expected 'auto', True, False or one of {', '.join(COMPILERS)}"
+        )
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if precision == "bf16":
+        if backend == "onnxruntime":
+            raise ValueError("precision='bf16' is available with backend='torch' or 'openvino'")
+        if emulate_bf16 and not (allow_emulated_bf16 and backend == "torch"):
+            raise PrecisionNotSupportedError(
+                f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 (AVX512-BF16, "
+                "AVX-NE-CONVERT or AMX): bf16 kernels fall back to reference code here, many times slower than fp32. "
+                "Use precision='fp32', or allow_emulated_bf16=True for bf16 numerics emulated at fp32 speed "
+                "(to study accuracy, not for speed)"
+            )
+        if emulate_bf16 and compile and compile != "auto":
+            raise ValueError("emulated bf16 cannot be compiled")
+    if backend != "torch":
+        return False, None
+    fast = on_cpu and onednn_available() and not emulate_bf16
+    if engine == "onednn" and not fast:
+        raise ValueError("engine='onednn' needs a CPU model, a torch build with oneDNN and fp32 or native bf16")
+    if compile == "auto" and not fast:
+        compile = False
+    return compile, engine or ("onednn" if fast else "eager")
 

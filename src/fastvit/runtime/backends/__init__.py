@@ -1,1 +1,2 @@
-"""Runtimes other than torch that run the folded network: ONNX Runtime (:mod:`.onnxruntime`)."""
+"""Runtimes other than torch that run the folded network: ONNX Runtime (:mod:`.onnxruntime`) and
+OpenVINO (:mod:`.openvino`), each caching what it builds from a model by weights digest (:mod:`.cache`)."""

@@ -1,5 +1,5 @@
-"""One benchmark path in its own process: builds the model the way its runtime would (fastvit, timm or
-ONNX Runtime) and answers JSON commands on stdin (warm up, time, check outputs, matmul rate).
+"""One benchmark path in its own process: builds the model the way its runtime would (fastvit, timm,
+ONNX Runtime or OpenVINO) and answers JSON commands on stdin (warm up, time, check outputs, matmul rate).
 
 It imports only the standard library at the top and is started as a script, possibly in another
 interpreter (the one that has timm), where fastvit may not be installed.
@@ -24,8 +24,9 @@ __all__ = ["PathSpec", "export_fused_onnx", "matmul_rate", "worker_main"]
 class PathSpec:
     key: str
     label: str
-    runtime: str  # 'fastvit', 'timm' or 'ort'
+    runtime: str  # 'fastvit', 'timm', 'ort' or 'openvino'
     options: dict = field(default_factory=dict)
+    precision: str = "fp32"  # 'fp32', 'bf16', or 'default' (the runtime's own choice, reported by the worker)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ class _Worker:
         start = time.perf_counter()
         self.fn = getattr(self, f"_build_{self.spec.runtime}")()
         built = time.perf_counter() - start
-        return {"base_rss_kib": base, "build_s": built, "exported": getattr(self, "exported", None)}
+        return {"base_rss_kib": base, "build_s": built, "exported": getattr(self, "exported", None),
+                "precision": getattr(self, "precision", None)}
 
     def _input(self, batch: int, seed: int = 0):
         import numpy as np
@@ -107,7 +109,7 @@ class _Worker:
             rng = np.random.default_rng(seed + 1000 * batch)
             self.inputs[(batch, seed)] = rng.standard_normal((batch, *self.input_size)).astype(np.float32)
         array = self.inputs[(batch, seed)]
-        if self.spec.runtime == "ort":
+        if self.spec.runtime in ("ort", "openvino"):
             return array
         import torch
 
@@ -118,17 +120,17 @@ class _Worker:
     def _build_fastvit(self):
         import torch
 
-        import fastvit
+        from fastvit.models import reparameterize
         from fastvit.runtime.folds import fold_for_inference
         from fastvit.runtime.predictor import Predictor
 
         if self.setup.get("threads"):
             torch.set_num_threads(self.setup["threads"])
-        model = self._load_fastvit(fastvit)
+        model = self._load_fastvit()
         options = dict(self.spec.options)
         mode = options.pop("mode")
         if mode == "fused":
-            fused = fastvit.reparameterize(model)
+            fused = reparameterize(model)
             return _no_grad(fused)
         if mode == "bf16":
             from fastvit.runtime.precision import bf16_is_native
@@ -145,12 +147,14 @@ class _Worker:
             return run
         return Predictor(model, input_size=self.input_size, cache_dir=self.setup["workdir"], **options)
 
-    def _load_fastvit(self, fastvit):
+    def _load_fastvit(self):
         import torch
         from safetensors.torch import load_file
 
+        from fastvit.models import create_model
+
         with torch.device("meta"):
-            model = fastvit.create_model(self.setup["name"], num_classes=self.setup["num_classes"])
+            model = create_model(self.setup["name"], num_classes=self.setup["num_classes"])
         model.load_state_dict(load_file(self.setup["weights"]), strict=True, assign=True)
         model.pretrained_cfg = dict(self.setup.get("pretrained_cfg") or model.pretrained_cfg)
         return model.eval()
@@ -195,6 +199,32 @@ class _Worker:
         session = ort.InferenceSession(self.setup["onnx"], options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
+
+    def _build_openvino(self):
+        """OpenVINO's CPU plugin on the ONNX graph, as a user runs it (default settings, its default
+        precision unless the path names one), compiled for each input shape it meets (static
+        shapes: its fastest)."""
+        import openvino as ov
+
+        core = ov.Core()
+        config = {}
+        if self.spec.options.get("precision"):
+            config["INFERENCE_PRECISION_HINT"] = self.spec.options["precision"]
+        if self.setup.get("threads"):
+            config["INFERENCE_NUM_THREADS"] = self.setup["threads"]
+        graph = core.read_model(self.setup["onnx"])
+        requests = {}
+
+        def request_for(shape):
+            if shape not in requests:
+                static = graph.clone()
+                static.reshape({static.inputs[0]: ov.PartialShape(list(shape))})
+                requests[shape] = core.compile_model(static, "CPU", config).create_infer_request()
+            return requests[shape]
+
+        precision = request_for((1, *self.input_size)).get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        self.precision = "bf16" if "bf16" in str(precision) or "bfloat16" in str(precision) else "fp32"
+        return lambda x: request_for(x.shape).infer({0: x})[0]
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""The OpenVINO backend: the folded graph as OpenVINO IR (:func:`export_openvino`, also what ``fastvit
+export --format openvino`` writes), converted once per image size and cached on disk by weights
+digest, and run by OpenVINO's CPU plugin in fp32 or bf16 (:class:`OpenVinoRunner`)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..compiling import CompiledShapes
+from ..export import (
+    ExportCheckError,
+    ExportResult,
+    OptionalDependencyError,
+    check_shapes,
+    compare_outputs,
+    example_input,
+    prepare_graph,
+)
+from .cache import default_cache_dir, weights_digest
+
+__all__ = ["OpenVinoRunner", "export_openvino", "import_openvino", "shared_core"]
+
+INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+"""OpenVINO's name for each precision (its ``INFERENCE_PRECISION_HINT``). Set explicitly: on a CPU
+with native bf16 OpenVINO's own default is bf16."""
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as error:
+        raise OptionalDependencyError(
+            "openvino is not installed; install the OpenVINO extra: pip install 'fastvit[openvino]'"
+        ) from error
+    return openvino
+
+
+@functools.cache
+def shared_core():
+    """The process's one OpenVINO ``Core``, shared by every runner and export check. With a Core per
+    runner, freeing an fp32 and a bf16 runner in one process corrupted memory (OpenVINO 2026.4: a
+    segfault at a later, unrelated call)."""
+    return import_openvino().Core()
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    input_size: Sequence[int] = (3, 256, 256),
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    outputs: Sequence[str] | None = ("logits",),
+    fold: bool = True,
+    check: bool = True,
+    rtol: float = 1e-4,
+) -> ExportResult:
+    """Write ``model`` (eval, folded unless ``fold=False``) as OpenVINO IR: the graph ``path``
+    (``.xml``) and its float32 weights beside it (``.bin``), both in place at once or not at all;
+    then check it with OpenVINO's CPU plugin in fp32 (at another batch and size too when those
+    are dynamic). Inputs and outputs are named as :func:`~fastvit.runtime.export.export_onnx`
+    names them."""
+    ov = import_openvino()
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ValueError(f"{path}: an OpenVINO IR file name ends in .xml (its weights go beside it, in .bin)")
+    start = time.perf_counter()
+    reference = model.eval()
+    wrapped, names = prepare_graph(model, fold, outputs)
+    input_size = tuple(input_size)
+    channels, height, width = input_size
+    shape = [-1 if dynamic_batch else batch_size, channels, *([-1, -1] if dynamic_size else [height, width])]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notices
+        converted = ov.convert_model(wrapped, example_input=example_input(batch_size, input_size, 0),
+                                     input=[ov.PartialShape(shape)])
+    converted.inputs[0].get_tensor().set_names({"input"})
+    for port, name in zip(converted.outputs, names):
+        port.get_tensor().set_names({name})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as scratch:
+        written = Path(scratch) / path.name
+        ov.save_model(converted, str(written), compress_to_fp16=False)  # fp16 weights would not be exact
+        os.replace(written.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(written, path)  # the graph last: an .xml on disk always has its weights
+    result = ExportResult(path, "openvino", input_size, batch_size, dynamic_batch, dynamic_size, None,
+                          time.perf_counter() - start)
+    if check:
+        compiled = shared_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+
+        def run(x: Tensor):
+            results = request.infer({"input": x.numpy()})
+            return [results[port] for port in compiled.outputs]
+
+        try:
+            result.checks = compare_outputs(
+                reference, run, names, check_shapes(batch_size, input_size, dynamic_batch, dynamic_size), rtol
+            )
+        except ExportCheckError:
+            for file in result.files:
+                file.unlink(missing_ok=True)
+            raise
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class OpenVinoRunner:
+    """OpenVINO on the folded graph, in fp32 or bf16.
+
+    The graph is converted once, with a dynamic batch and image size, and cached on disk by
+    weights digest. The (output, batch shape) pairs that ``shapes`` admits (the same bound and
+    freezing as the torch backend's compiled shapes) each get the graph compiled for their static
+    shape, which OpenVINO plans and runs faster; other calls run a dynamic compilation.
+    """
+
+    def __init__(self, folded: nn.Module, input_size: Sequence[int], precision: str, threads: int | None,
+                 cache_dir: str | os.PathLike[str] | None, shapes: CompiledShapes):
+        self.ov = import_openvino()
+        self.core = shared_core()
+        self.features = not hasattr(folded, "forward_head")  # features_only: the stage maps
+        outputs = None if self.features else ("logits", "embedding")
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[precision]}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.path = cache / "openvino" / f"{weights_digest(folded)}-{'_'.join(outputs or ('maps',))}.xml"
+        if not self.path.exists():
+            export_openvino(folded, self.path, input_size=input_size, dynamic_batch=True, dynamic_size=True,
+                            outputs=outputs, fold=False)
+        self.graph = self.core.read_model(str(self.path))
+        self.shapes = shapes
+        self.requests: dict[tuple[int, ...] | None, Any] = {}  # input shape (None: dynamic) -> infer request
+
+    def request_for(self, output: str, shape: tuple[int, ...]):
+        """An infer request compiled for ``shape`` when ``shapes`` admits it, else the dynamic one."""
+        key = shape if self.shapes.admit((output, shape)) else None
+        request = self.requests.get(key)
+        if request is None:
+            graph = self.graph
+            if key is not None:
+                graph = graph.clone()
+                graph.reshape({graph.inputs[0]: self.ov.PartialShape(list(shape))})
+            request = self.requests[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+        return request
+
+    def __call__(self, images: Tensor, output: str) -> Tensor | list[Tensor]:
+        x = images.detach().float().cpu().contiguous().numpy()
+        request = self.request_for(output, tuple(x.shape))
+        results = request.infer({0: x})
+        if self.features:
+            return [torch.from_numpy(results[port]) for port in request.model_outputs]
+        port = request.model_outputs[0 if output == "forward" else 1]
+        return torch.from_numpy(results[port])
