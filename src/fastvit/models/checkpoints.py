@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -20,14 +21,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
 from ..errors import CheckpointError
 from .hub import first_line
 
-__all__ = ["FUSED_MARKER", "apple_to_timm", "convert_state_dict", "is_fused", "listing", "read_checkpoint"]
+__all__ = [
+    "FUSED_MARKER",
+    "METADATA_CLASSES",
+    "METADATA_DATA_CONFIG",
+    "METADATA_MODEL",
+    "apple_to_timm",
+    "convert_state_dict",
+    "is_fused",
+    "listing",
+    "read_checkpoint",
+    "read_metadata",
+    "trained_cfg",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +62,12 @@ _TOWER_PREFIXES = {"visual.trunk.": "OpenCLIP image tower", "image_encoder.model
 """Prefixes of the FastViT image tower inside a full CLIP checkpoint."""
 FUSED_MARKER = "stem.0.reparam_conv.weight"
 """Present in a state dict exactly when its weights are reparameterized (fused)."""
+METADATA_MODEL = "fastvit.model"
+METADATA_CLASSES = "fastvit.classes"
+METADATA_DATA_CONFIG = "fastvit.data_config"
+"""safetensors metadata keys of the weights ``fastvit train`` writes: the model name, the class
+names in index order (a JSON list) and the preprocessing settings (a JSON object)."""
+_DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 _APPLE_NAMES = {
     "patch_embed": "stem",
@@ -94,6 +113,35 @@ def _read_safetensors(path: Path) -> StateDict:
         return load_safetensors(path, device="cpu")
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
+
+
+def read_metadata(path: PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file (string keys and values); empty for other files."""
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return {}
+    try:
+        with safe_open(path, framework="pt") as file:
+            return dict(file.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
+
+
+def trained_cfg(path: PathLike) -> dict:
+    """What a weights file written by ``fastvit train`` says about itself, as ``pretrained_cfg``
+    entries: ``label_names`` and the data config it was trained with; empty for other files."""
+    metadata = read_metadata(path)
+    cfg: dict = {}
+    try:
+        if METADATA_CLASSES in metadata:
+            cfg["label_names"] = tuple(json.loads(metadata[METADATA_CLASSES]))
+        if METADATA_DATA_CONFIG in metadata:
+            data_config = json.loads(metadata[METADATA_DATA_CONFIG])
+            cfg.update({key: tuple(value) if isinstance(value, list) else value
+                        for key, value in data_config.items() if key in _DATA_CONFIG_KEYS})
+    except (json.JSONDecodeError, TypeError) as error:
+        raise CheckpointError(f"{path}: damaged fastvit metadata ({error})") from error
+    return cfg
 
 
 def _read_torch(path: Path) -> object:

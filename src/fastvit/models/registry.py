@@ -148,7 +148,9 @@ def create_model(
     Hugging Face Hub cache (``cache_dir`` overrides HF_HUB_CACHE), downloading them if needed;
     ``pretrained_cfg_overlay=dict(file=PATH)`` loads a local file instead and
     ``dict(hf_hub_revision=REV)`` another revision. ``checkpoint_path=PATH`` loads a local file in
-    place of any pretrained weights (timm loads both, one over the other). Any published FastViT
+    place of any pretrained weights (timm loads both, one over the other); a file written by
+    ``fastvit train`` also sets ``pretrained_cfg``'s ``label_names`` and the data config it was
+    trained with (input size, mean, std, crop). Any published FastViT
     layout loads, strictly; the model is built on the meta device and takes the file's tensors.
     Fused (reparameterized) weights give a fused model; ``inference_mode=True`` folds unfused ones.
     """
@@ -157,6 +159,10 @@ def create_model(
     else:
         variant, cfg = get_variant(model_name), get_pretrained_cfg(model_name)
     cfg = _apply_overlay(cfg, pretrained_cfg_overlay)
+    if checkpoint_path:  # weights written by fastvit train name their classes and preprocessing
+        from .checkpoints import trained_cfg
+
+        cfg.update(trained_cfg(checkpoint_path))
     classes_given = "num_classes" in kwargs or features_only
     kwargs.setdefault("num_classes", 0 if features_only else cfg["num_classes"])
     if pretrained or checkpoint_path:
