@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 import torch
+from safetensors.torch import load_file, save_file
 
 from fastvit.cli import main
 from fastvit.data import create_transform, imagenet_classes, load_image, resolve_data_config
+
 from conftest import synthetic_model
 from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv
 
@@ -125,6 +126,13 @@ def test_embed_projected_and_normalized(photos, checkpoint, capsys, tmp_path):
                                rtol=0, atol=1e-6)
 
 
+def test_embed_decode_fast_is_recorded_with_the_job(photos, checkpoint, capsys, tmp_path):
+    _, good, _ = photos
+    code, _, _ = run(capsys, "embed", good[0], "--checkpoint", checkpoint, "--out", tmp_path / "e.npy",
+                     "--decode", "fast", "--workers", "0")
+    assert code == 0 and json.loads((tmp_path / "e.job.json").read_text())["identity"]["decode"] == "fast"
+
+
 def test_predict_names_the_classes_of_a_fine_tuned_model(photos, checkpoint, capsys, tmp_path):
     _, good, _ = photos
     state = load_file(checkpoint)
@@ -152,7 +160,7 @@ def test_predict_names_the_classes_of_a_fine_tuned_model(photos, checkpoint, cap
         (["predict", "{folder}/notes.jpg"], 1, "skipped {folder}/notes.jpg: not an image format Pillow can read"),
         (["predict", "{photo}", "--out", "{folder}/preds.txt"], 2, "unknown output format"),
         (["embed", "{photo}", "--out", "{folder}/emb.npy", "--backend", "onnxruntime", "--precision", "bf16"], 2,
-         "precision='bf16' is available with backend='torch' only"),
+         "precision='bf16' is available with backend='torch' or 'openvino'"),
         (["embed", "--files-from", "{folder}/none.txt", "--out", "{folder}/e.npy"], 2, "cannot read the list of files"),
         (["features", "{folder}", "--out", "{folder}/maps.npz"], 2, "give --out FOLDER"),
         (["embed", "{folder}", "--out", "{folder}/emb.npy", "--strict", "--workers", "0"], 1,
@@ -181,14 +189,32 @@ BAD_ARGUMENTS = {
     "predict": [["{photo}", "--batch-size", "0"], ["{photo}", "--top-k", "0"], ["{photo}", "--workers", "-1"],
                 ["{photo}", "--chunk-size", "0"], ["{photo}", "--max-image-pixels", "-5"],
                 ["{photo}", "--device", "cuda"], ["{photo}", "--device", "cuda:7"], ["{photo}", "--device", "tpu"],
-                ["{photo}", "--out", "{blocker}/preds.csv"]],
+                ["{photo}", "--out", "{blocker}/preds.csv"], ["{photo}", "--decode", "fastest"]],
     "features": [["{photo}", "--out-indices", "7"], ["{photo}", "--out-indices", "-1"],
-                 ["{photo}", "--out", "{blocker}/maps"], ["{photo}", "--device", "cuda"]],
+                 ["{photo}", "--out", "{blocker}/maps"], ["{photo}", "--device", "cuda"], ["{photo}", "--decode", "draft"]],
     "embed": [["{photo}", "--out", "{blocker}/emb.npy"], ["{photo}", "--out", "emb.npy", "--batch-size", "-3"],
-              ["{photo}", "--out", "emb.npy", "--device", "cuda"]],
+              ["{photo}", "--out", "emb.npy", "--device", "cuda"], ["{photo}", "--out", "emb.npy", "--decode", "Fast"]],
     "export": [["fastvit_t8", "--opset", "3"], ["fastvit_t8", "--opset", "99"], ["fastvit_t8", "--input-size", "0", "0"],
-               ["fastvit_t8", "--batch-size", "0"], ["fastvit_t8", "--out", "{blocker}/t8.onnx"]],
-    "benchmark": [["--batch-sizes", "0"], ["--rounds", "0"], ["--threads", "0"], ["--input-size", "16", "16"]],
+               ["fastvit_t8", "--batch-size", "0"], ["fastvit_t8", "--out", "{blocker}/t8.onnx"],
+               ["fastvit_t8", "--format", "tflite"], ["fastvit_t8", "--format", "openvino", "--out", "t8.onnx"]],
+    "benchmark": [["--batch-sizes", "0"], ["--rounds", "0"], ["--threads", "0"], ["--input-size", "16", "16"],
+                  ["--precision", "fp16"], ["--paths", "tensorrt"]],
+    "serve": [["--port", "70000"], ["--port", "http"], ["--workers", "0"], ["--max-batch-size", "0"],
+              ["--max-wait-ms", "-1"], ["--timeout", "0"], ["--timeout", "nan"], ["--max-upload-mb", "big"],
+              ["--precision", "fp16"], ["--backend", "tensorrt"], ["--input-size", "16", "16"],
+              ["--host", "192.0.2.1"], ["--labels", "{blocker}/labels.txt", "--port", "0"], ["--decode", "draft"]],
+    "train": [["{photo}"], ["--out", "{blocker}/run", "--val-split", "1.5"], ["--out", "{blocker}/run", "--epochs", "0"],
+              ["--out", "{blocker}/run", "--lr", "-1"], ["--out", "{blocker}/run", "--batch-size", "0"],
+              ["--out", "{blocker}/run", "--input-size", "16", "16"], ["--out", "{blocker}/run", "--device", "cuda"],
+              ["--out", "{blocker}/run", "--scale", "0.5", "2"], ["--out", "{blocker}/run", "--precision", "fp8"],
+              ["--out", "{blocker}/run", "--remode", "noise"], ["--out", "{blocker}/run", "--resume", "{blocker}"],
+              ["--resume", "{blocker}"], ["--out", "{blocker}/run", "--freeze-backbone", "--layer-decay", "0.7"],
+              ["{photo}", "--out", "{blocker}/run", "--model", "fastvit_t8", "--no-pretrained"],
+              ["--out", "{blocker}/run", "--aa", "augmix-m5"], ["--out", "{blocker}/run", "--aa", "rand-x9"],
+              ["{photo}", "--out", "{blocker}/run", "--channels-last", "--device", "cpu"],
+              ["--out", "{blocker}/run", "--decode", "draft"]],
+    "validate": [["{photo}", "--batch-size", "0"], ["{photo}", "--device", "cuda"], ["{photo}", "--precision", "fp16"],
+                 ["{blocker}"], ["{photo}", "--decode", "draft"]],
 }
 
 
@@ -201,7 +227,7 @@ def test_bad_arguments_of_every_command_fail_in_one_line(photos, checkpoint, cap
     blocker = tmp_path / "a-file"  # a file where a folder should be: nothing can be written under it
     blocker.write_text("")
     arguments = [a.format(photo=photos[1][0], blocker=blocker) for a in arguments]
-    if command in ("predict", "features", "embed", "export"):
+    if command in ("predict", "features", "embed", "export", "validate"):
         arguments += ["--checkpoint", str(checkpoint)]
     try:
         code = main([command, *arguments])

@@ -1,8 +1,9 @@
 """The ``fastvit`` command: parse arguments, call the library, print.
 
 One module per command group registers its subcommands (``add_commands``): :mod:`.info` (list, info),
-:mod:`.batch` (predict, features, embed), :mod:`.export` (export), :mod:`.benchmark` (benchmark). Heavy modules are
-imported inside the commands that need them, so ``fastvit --help`` and ``fastvit list`` start fast.
+:mod:`.batch` (predict, features, embed), :mod:`.export` (export), :mod:`.benchmark` (benchmark), :mod:`.serve`
+(serve), :mod:`.train` (train, validate). Heavy modules are imported inside the commands that need them, so ``fastvit --help`` and
+``fastvit list`` start fast.
 Every expected failure ends as one line on stderr and a non-zero exit code: 1 for bad input images
 (``--strict``, or none readable), 2 for anything else.
 """
@@ -14,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import FastViTError, ImageLoadError
-from . import batch, benchmark, export, info
+from . import batch, benchmark, export, info, serve, train
 from .common import EXIT_BAD_INPUTS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, Parser
 
-COMMAND_GROUPS = (info, batch, export, benchmark)
+COMMAND_GROUPS = (info, batch, export, benchmark, serve, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,94 @@
+"""Running the service: the listening socket, uvicorn, worker processes behind one port, and a clean
+stop on SIGTERM (no new connections, the requests in flight answered, exit status 0)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import logging.config
+import math
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.supervisors import Multiprocess
+
+from ..errors import FastViTError
+from .app import create_app
+from .service import ModelService
+from .settings import ServeSettings
+
+__all__ = ["listen", "serve"]
+
+logger = logging.getLogger("fastvit.serve")
+
+SHUTDOWN_GRACE_S = 5
+"""Seconds a stopping server gives requests in flight beyond the request timeout."""
+WORKER_HEALTHCHECK_S = 60
+"""Seconds a worker process may take to answer its supervisor (building a model can take a while)."""
+
+
+def serve(settings: ServeSettings) -> None:
+    """Serve until SIGTERM (returns once the requests in flight are answered) or SIGINT
+    (KeyboardInterrupt).
+
+    The address is taken and the model built before anything is served, so a busy port, an unknown
+    model or unreadable weights fail here (FastViTError, OSError) with nothing started. With
+    ``workers`` > 1, each worker process then builds its own model.
+    """
+    with listen(settings.host, settings.port) as sock:
+        service = ModelService.from_settings(settings)
+        log_config = copy.deepcopy(LOGGING_CONFIG)
+        log_config["loggers"]["fastvit.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+        logging.config.dictConfig(log_config)
+        if settings.workers == 1:
+            app = create_app(settings, service)
+        else:
+            del service  # it only proved that the model loads: each worker builds its own
+            app = partial(create_app, settings)
+        config = uvicorn.Config(
+            app, factory=settings.workers > 1, workers=settings.workers, log_config=log_config,
+            access_log=settings.access_log, lifespan="on", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            timeout_graceful_shutdown=math.ceil(settings.timeout) + SHUTDOWN_GRACE_S,
+        )
+        host, port = sock.getsockname()[:2]
+        logger.info("listening on http://%s:%d with %d worker process(es); ready once warmed up (GET /readyz)",
+                    f"[{host}]" if ":" in host else host, port, settings.workers)
+        if settings.workers == 1:
+            with _sigterm_ends_quietly():
+                uvicorn.Server(config).run(sockets=[sock])
+        else:
+            Multiprocess(config, sockets=[sock]).run()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free port), inheritable by worker processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # The protocol is named so that the connections accepted from it name it too: asyncio turns off
+    # Nagle's algorithm only on sockets that say they are TCP, and without that each response
+    # waits ~40 ms for the client's delayed ACK on a keep-alive connection.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        raise FastViTError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextmanager
+def _sigterm_ends_quietly() -> Iterator[None]:
+    """uvicorn stops gracefully on SIGTERM, then raises the signal again for the handler it found,
+    which by default ends the process with status 143: a no-op handler lets it return instead."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
