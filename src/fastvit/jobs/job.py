@@ -309,7 +309,9 @@ class BatchJob:
         background thread (one chunk in flight, so memory stays bounded)."""
         options = self.options
         plan = plan_batches(chunks, self.settings, len(paths), options.batch_size)
-        workers = min(options.workers, len(plan))
+        # a worker process decodes ahead of the model; with a single batch there is nothing to overlap
+        # and starting one only delays it (a cold `fastvit predict one.jpg`)
+        workers = max(0, min(options.workers, len(plan) - 1))
         decoder = create_decoder(self.settings.data_config, self.settings.decode)
         loader = DataLoader(
             ImageFiles(paths, decoder),

@@ -14,15 +14,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-)
-
 from ..errors import CheckpointError, WeightsUnavailableError
 
 __all__ = ["HUB_WEIGHT_FILES", "LOCAL_FILE_HINT", "download_from_hub", "first_line", "read_hub_config",
@@ -72,6 +63,11 @@ def download_from_hub(
     downloadable (offline, or the Hub unreachable), and CheckpointError for an unknown repo or
     revision, or a repo holding none of the files.
     """
+    # imported here, not at the top: huggingface_hub pulls in its HTTP stack (a quarter of a second),
+    # which a model loaded from a local file never needs
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
     not_cached = []
     for filename in filenames:
         cache_only = bool(not_cached)  # the Hub has proved out of reach: no more requests and retries
@@ -108,6 +104,8 @@ def read_hub_config(repo_id: str, revision: str | None = None, cache_dir: PathLi
 def _unavailable_message(
     repo_id: str, revision: str | None, filenames: Iterable[str], cache_dir: PathLike | None
 ) -> str:
+    from huggingface_hub import constants as hub_constants
+
     cache = cache_dir or hub_constants.HF_HUB_CACHE
     reason = "offline mode is on (HF_HUB_OFFLINE)" if hub_constants.is_offline_mode() else "the Hub cannot be reached"
     return (

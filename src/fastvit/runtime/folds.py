@@ -42,24 +42,25 @@ __all__ = [
 ]
 
 
+def _holding(layer: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
+    """``layer``, built on the meta device (no random initialisation of what is replaced), given
+    copies of ``weight`` and ``bias`` as its parameters. Not ``to_empty``: on the meta device it
+    imports torch's symbolic-shape machinery, a second of every cold start."""
+    layer.weight = nn.Parameter(weight.detach().clone())
+    layer.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+    return layer
+
+
 def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
     """A bias=True copy of ``conv``'s geometry holding ``weight`` and ``bias``."""
-    folded = nn.Conv2d(  # built on the meta device: no random initialisation of what is overwritten
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, bias=True, device="meta", dtype=weight.dtype,
-    ).to_empty(device=weight.device)
-    folded.weight.copy_(weight)
-    folded.bias.copy_(bias)
-    return folded
+    geometry = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, bias=True, device="meta")
+    return _holding(geometry, weight, bias)
 
 
 def _linear(weight: Tensor, bias: Tensor) -> nn.Linear:
     """A linear layer holding ``weight`` (out, in) and ``bias``."""
-    folded = nn.Linear(weight.shape[1], weight.shape[0], device="meta", dtype=weight.dtype)
-    folded = folded.to_empty(device=weight.device)
-    folded.weight.copy_(weight)
-    folded.bias.copy_(bias)
-    return folded
+    return _holding(nn.Linear(weight.shape[1], weight.shape[0], device="meta"), weight, bias)
 
 
 def _scale_of(layer_scale: nn.Module) -> Tensor | None:
@@ -186,14 +187,10 @@ class RepeatedDepthwiseConv2d(nn.Conv2d):
     def __init__(self, conv: nn.Conv2d, repeats: int):
         super().__init__(
             conv.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            groups=conv.out_channels, bias=conv.bias is not None, device="meta", dtype=conv.weight.dtype,
+            groups=conv.out_channels, bias=conv.bias is not None, device="meta",
         )
-        self.to_empty(device=conv.weight.device)
+        _holding(self, conv.weight, conv.bias)
         self.repeats = repeats
-        with torch.no_grad():
-            self.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                self.bias.copy_(conv.bias)
 
     @classmethod
     @torch.no_grad()
