@@ -194,6 +194,36 @@ def test_compiled_shapes_are_bounded():
     assert len(predictor.compiler.pieces) == pieces
 
 
+STREAMS_SCRIPT = """
+import os, sys, torch
+sys.path[:0] = sys.argv[1:]
+from conftest import synthetic_model
+from synthetic_weights import synthetic_input
+from fastvit.runtime.predictor import Predictor
+torch.set_num_threads(2)
+predictor = Predictor(synthetic_model("fastvit_t8"), compile=True, input_size=(3, 64, 64), streams=2)
+predictor(synthetic_input((4, 3, 64, 64)))  # compiled and run on the caller's two threads
+before = len(os.listdir("/proc/self/task"))
+predictor(synthetic_input((8, 3, 64, 64)))  # two streams of 4 images, one thread each
+print(len(os.listdir("/proc/self/task")) - before, sorted({key[-1] for key in predictor.compiler.pieces}))
+"""
+
+
+@needs_onednn
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+def test_streams_compile_their_own_pieces():
+    """A piece compiled on the caller's two threads and run on a one-thread stream would start a
+    second OpenMP team in each stream, after which every oneDNN call of the process is slower
+    (batch 1 of T8 went from 7 to 12 ms). The streams compile their own pieces: running a batch as
+    two streams adds the two stream threads and nothing else."""
+    tests = Path(__file__).parent
+    result = subprocess.run([sys.executable, "-c", STREAMS_SCRIPT, str(tests), str(tests.parent / "src")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "2", result.stdout
+    assert result.stdout.strip().endswith("[1, 2]"), result.stdout
+
+
 @needs_onednn
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_native_bf16)])
 def test_prepare_compiles_the_given_batch_sizes_and_freezes_the_rest(precision):

@@ -446,6 +446,44 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(servers, reference):
     assert "Traceback" not in log and "Finished server process" in log
 
 
+def test_the_model_is_built_warmed_up_and_run_on_one_thread(monkeypatch, checkpoint):
+    """Every thread that runs torch's parallel ops gets an OpenMP team of its own, and two teams on
+    the same cores slow every op: the server builds, warms up and runs its model on one thread."""
+    import asyncio
+    import threading
+
+    from fastvit.serve.app import create_app
+    from fastvit.serve.service import ModelService
+    from fastvit.serve.settings import ServeSettings
+
+    threads: set[int] = set()
+    build, call = ModelService.from_settings.__func__, ModelService.__call__
+
+    def recording_build(cls, settings):
+        threads.add(threading.get_ident())
+        return build(cls, settings)
+
+    def recording_call(self, images):
+        threads.add(threading.get_ident())
+        return call(self, images)
+
+    monkeypatch.setattr(ModelService, "from_settings", classmethod(recording_build))
+    monkeypatch.setattr(ModelService, "__call__", recording_call)
+    settings = ServeSettings("fastvit_t8", checkpoint=str(checkpoint), input_size=(SIZE, SIZE), max_batch_size=2,
+                             threads=1)
+    app = create_app(settings)
+
+    async def serve_one() -> list:
+        async with app.router.lifespan_context(app):
+            batcher = app.state.serving.batcher
+            while not batcher.ready:
+                await asyncio.sleep(0.05)
+            return await batcher.submit([(IMAGES / "rocket.jpg").read_bytes()])
+
+    assert len(asyncio.run(serve_one())) == 1
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
 def test_class_names_from_a_trained_checkpoint_or_a_labels_file(tmp_path):
     from safetensors.torch import save_file
 

@@ -67,7 +67,11 @@ class PieceCompiler:
     def __call__(self, key: tuple, module: nn.Module, x: Tensor, shape: tuple, now: bool):
         """``module(x)``, compiled when the call's ``shape`` is admitted and (``now`` or the mode says)
         it is time to."""
-        key = (*key, tuple(x.shape), x.dtype, x.is_contiguous())
+        # A compiled piece keeps the thread count it was built with: built on the 2-thread caller and
+        # run on a 1-thread stream, it starts a 2-thread OpenMP team inside that stream, after which
+        # every oneDNN call in the process pays tens of microseconds more (batch 1 of T8: 7 -> 12 ms).
+        # So each thread count compiles its own.
+        key = (*key, tuple(x.shape), x.dtype, x.is_contiguous(), torch.get_num_threads())
         compiled = self.pieces.get(key)
         if compiled is not None:
             return compiled(x)

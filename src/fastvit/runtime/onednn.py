@@ -61,7 +61,7 @@ class OneDnnConv2d(nn.Module):
         The layout depends on the input size (a 1×1 map gets another one than a 8×8 map), and a
         weight in the wrong layout is reordered on every call, so each input size seen gets its
         own packed copy (the last few are kept)."""
-        key = (x.dtype, *x.shape[1:])
+        key = (x.dtype, *x.shape)
         packed = self._packed.get(key)
         if packed is None:
             with _PACKING_LOCK:  # streams may meet a new size together

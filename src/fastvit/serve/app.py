@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ImageLoadError
-from .batcher import DynamicBatcher, QueueFull, RequestTimeout
+from .batcher import DynamicBatcher, QueueFull, RequestTimeout, new_model_thread
 from .errors import ApiError, error_response
 from .gatekeeper import Gatekeeper
 from .metrics import CONTENT_TYPE, Metrics
@@ -72,11 +72,13 @@ def create_app(settings: ServeSettings, service: ModelService | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        serving.service = service or await asyncio.to_thread(ModelService.from_settings, settings)
+        model_thread = new_model_thread()
+        serving.service = service or await asyncio.get_running_loop().run_in_executor(
+            model_thread, ModelService.from_settings, settings)
         serving.batcher = DynamicBatcher(
             serving.service.decode, serving.service, max_batch_size=settings.max_batch_size,
             max_wait=settings.max_wait_ms / 1000, max_queue=settings.max_queue, timeout=settings.timeout,
-            decode_threads=settings.threads_per_worker, metrics=metrics,
+            decode_threads=settings.threads_per_worker, metrics=metrics, model_thread=model_thread,
         )
         metrics.add_gauge("fastvit_queue_depth", "Images decoded and waiting for the model.",
                           lambda: serving.batcher.queue_depth)
