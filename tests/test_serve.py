@@ -446,13 +446,18 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(servers, reference):
     assert "Traceback" not in log and "Finished server process" in log
 
 
-def test_the_model_is_built_warmed_up_and_run_on_one_thread(monkeypatch, checkpoint):
+@pytest.mark.parametrize("started_by", ["create_app", "serve"])
+def test_the_model_is_built_warmed_up_and_run_on_one_thread(monkeypatch, checkpoint, started_by):
     """Every thread that runs torch's parallel ops gets an OpenMP team of its own, and two teams on
-    the same cores slow every op: the server builds, warms up and runs its model on one thread."""
+    the same cores slow every op: the server builds, warms up and runs its model on one thread,
+    whether the app builds it or ``serve`` does (to fail before listening)."""
     import asyncio
     import threading
 
+    import uvicorn
+
     from fastvit.serve.app import create_app
+    from fastvit.serve.server import serve
     from fastvit.serve.service import ModelService
     from fastvit.serve.settings import ServeSettings
 
@@ -470,8 +475,14 @@ def test_the_model_is_built_warmed_up_and_run_on_one_thread(monkeypatch, checkpo
     monkeypatch.setattr(ModelService, "from_settings", classmethod(recording_build))
     monkeypatch.setattr(ModelService, "__call__", recording_call)
     settings = ServeSettings("fastvit_t8", checkpoint=str(checkpoint), input_size=(SIZE, SIZE), max_batch_size=2,
-                             threads=1)
-    app = create_app(settings)
+                             threads=1, port=0)
+    if started_by == "serve":
+        apps = []
+        monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: apps.append(server.config.app))
+        serve(settings)
+        app = apps[0]
+    else:
+        app = create_app(settings)
 
     async def serve_one() -> list:
         async with app.router.lifespan_context(app):

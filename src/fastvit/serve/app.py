@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -62,9 +63,11 @@ class Serving:
         return self.service, self.batcher
 
 
-def create_app(settings: ServeSettings, service: ModelService | None = None) -> Starlette:
-    """The ASGI app of one server process; it builds the model from ``settings`` (unless given one)
-    when it starts and says ready (``/readyz``) once the model is warmed up."""
+def create_app(settings: ServeSettings, service: ModelService | None = None,
+               model_thread: ThreadPoolExecutor | None = None) -> Starlette:
+    """The ASGI app of one server process; it builds the model from ``settings`` (unless given one,
+    with the :func:`~fastvit.serve.batcher.new_model_thread` that built it) when it starts and says
+    ready (``/readyz``) once the model is warmed up."""
     metrics = Metrics()
     serving = Serving(settings, metrics)
     static = resources.files(__package__).joinpath("static")
@@ -72,13 +75,13 @@ def create_app(settings: ServeSettings, service: ModelService | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        model_thread = new_model_thread()
+        thread = model_thread or new_model_thread()
         serving.service = service or await asyncio.get_running_loop().run_in_executor(
-            model_thread, ModelService.from_settings, settings)
+            thread, ModelService.from_settings, settings)
         serving.batcher = DynamicBatcher(
             serving.service.decode, serving.service, max_batch_size=settings.max_batch_size,
             max_wait=settings.max_wait_ms / 1000, max_queue=settings.max_queue, timeout=settings.timeout,
-            decode_threads=settings.threads_per_worker, metrics=metrics, model_thread=model_thread,
+            decode_threads=settings.threads_per_worker, metrics=metrics, model_thread=thread,
         )
         metrics.add_gauge("fastvit_queue_depth", "Images decoded and waiting for the model.",
                           lambda: serving.batcher.queue_depth)

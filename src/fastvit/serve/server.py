@@ -19,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ..errors import FastViTError
 from .app import create_app
+from .batcher import new_model_thread
 from .service import ModelService
 from .settings import ServeSettings
 
@@ -41,14 +42,16 @@ def serve(settings: ServeSettings) -> None:
     ``workers`` > 1, each worker process then builds its own model.
     """
     with listen(settings.host, settings.port) as sock:
-        service = ModelService.from_settings(settings)
+        model_thread = new_model_thread()
+        service = model_thread.submit(ModelService.from_settings, settings).result()
         log_config = copy.deepcopy(LOGGING_CONFIG)
         log_config["loggers"]["fastvit.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
         logging.config.dictConfig(log_config)
         if settings.workers == 1:
-            app = create_app(settings, service)
+            app = create_app(settings, service, model_thread)
         else:
             del service  # it only proved that the model loads: each worker builds its own
+            model_thread.shutdown()
             app = partial(create_app, settings)
         config = uvicorn.Config(
             app, factory=settings.workers > 1, workers=settings.workers, log_config=log_config,
