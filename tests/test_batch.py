@@ -24,6 +24,7 @@ from fastvit.jobs.job import BatchJob, JobSettings, PipelineOptions
 from fastvit.jobs.outputs import Embedding, TopK, TorchForward, make_forward
 from fastvit.jobs.store import ChunkResult, ChunkStore, JobFiles, sidecar
 from fastvit.jobs.writers import NpyArrays, PredictionsCsv, PredictionsJsonl, PredictionsParquet
+from fastvit.runtime.predictor import AUTO_COMPILE_CALLS
 
 from conftest import save_checkpoint, synthetic_model
 from photo_folders import BAD_FILES, PIXEL_LIMIT, add_bad_files, direct_call, make_photos, read_csv
@@ -186,6 +187,16 @@ def test_unreadable_file_is_skipped_as_permission_denied(photos, checkpoint, mon
 
     assert [list(chunk.failures()) for chunk in result.chunks] == [[(1, "permission denied")]]
     assert result.chunks[0].positions.tolist() == [0] and result.stats.images == 1
+
+
+def test_a_short_job_never_waits_for_the_compiler(photos, checkpoint):
+    """A job tells its Predictor how many batches are coming: too few to repay compiling, so it never
+    compiles them, however many times the auto rule would have counted."""
+    _, good, _ = photos
+    job = make_job(checkpoint, Embedding(), batch_size=1)
+    result = job.run_in_memory(good[:1] * (AUTO_COMPILE_CALLS + 2))
+    assert result.stats.images == AUTO_COMPILE_CALLS + 2
+    assert job.forward.compiler.declined == {("forward", (1, 3, 256, 256))} and not job.forward.compiler.pieces
 
 
 # ----------------------------------------------------------------------------------------------

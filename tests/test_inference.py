@@ -20,7 +20,7 @@ from fastvit.models.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
 from fastvit.runtime.folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
 from fastvit.runtime.onednn import OneDnnConv2d, onednn_available
 from fastvit.runtime.precision import PrecisionNotSupportedError, bf16_is_native
-from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, MAX_COMPILED_SHAPES, Predictor
+from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, COMPILE_PAYBACK_CALLS, MAX_COMPILED_SHAPES, Predictor
 
 from conftest import synthetic_model
 from synthetic_weights import synthetic_input
@@ -192,6 +192,23 @@ def test_compiled_shapes_are_bounded():
         x = synthetic_input((batch, 3, 64, 64))
         assert relative_error(predictor(x), reference(model, x)) <= RTOL
     assert len(predictor.compiler.pieces) == pieces
+
+
+@needs_onednn
+def test_expected_calls_compile_a_long_run_up_front_and_never_a_short_one():
+    model = synthetic_model("fastvit_t8")
+    x = synthetic_input((2, 3, 64, 64))
+    expected = reference(model, x)
+    short = Predictor(model, input_size=(3, 64, 64), streams=1)
+    short.expect(2, COMPILE_PAYBACK_CALLS - 1)
+    for _ in range(AUTO_COMPILE_CALLS + 2):
+        assert relative_error(short(x), expected) <= RTOL
+    assert not short.compiler.pieces
+    assert short(synthetic_input((3, 3, 64, 64))) is not None  # other shapes keep the auto rule
+    long = Predictor(model, input_size=(3, 64, 64), streams=1)
+    long.expect(2, COMPILE_PAYBACK_CALLS)
+    assert long.compiled_shapes == [("forward", (2, 3, 64, 64))] and long.compiler.pieces  # before any call
+    assert relative_error(long(x), expected) <= RTOL
 
 
 STREAMS_SCRIPT = """

@@ -53,6 +53,7 @@ from tqdm import tqdm
 from ..data import DECODE_MODES, create_decoder
 from ..errors import FastViTError, ImageLoadError
 from ..runtime.devices import Ranks, decided_by_main, process_group
+from ..runtime.predictor import Predictor
 from .inputs import collect_inputs
 from .outputs import Forward, OutputKind
 from .pipeline import ImageFiles, LoadedBatch, chunk_result, collate, init_worker, pixel_limit
@@ -327,7 +328,10 @@ class BatchJob:
         finished_batches: list[tuple[LoadedBatch, dict[str, np.ndarray]]] = []
         with pixel_limit(self.settings.max_image_pixels), ThreadPoolExecutor(1, "fastvit-commit") as committer:
             in_flight: Future | None = None
-            for planned, batch in zip(plan, loader):
+            batches = iter(loader)  # the decoding processes start, and decode ahead while the model compiles
+            if isinstance(self.forward, Predictor):
+                self.forward.expect(options.batch_size, len(plan))
+            for planned, batch in zip(plan, batches):
                 if batch.failures and options.strict:
                     position, reason = batch.failures[0]
                     raise ImageLoadError(paths[position], f"{reason} (--strict stops at the first bad file)")

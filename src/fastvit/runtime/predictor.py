@@ -20,7 +20,9 @@ ONNX Runtime and OpenVINO.
    TorchScript trace with the oneDNN fuser, ~0.5–2 s per input shape) removes the per-op dispatch
    cost that dominates batch 1. By default (``compile="auto"``) a shape is compiled once it has run
    ``AUTO_COMPILE_CALLS`` times, so a one-off call never waits for the compiler and a serving loop
-   soon runs compiled; ``compile=True`` compiles every shape on first use, ``compile="inductor"``
+   soon runs compiled (a caller that knows how many calls are coming says so with
+   :meth:`Predictor.expect`, and the shape is compiled up front or never); ``compile=True``
+   compiles every shape on first use, ``compile="inductor"``
    uses ``torch.compile`` with frozen weights (tens of seconds), ``compile=False`` never compiles.
 5. or another runtime on the folded graph (:mod:`fastvit.runtime.backends`):
    ``backend="onnxruntime"`` (``pip install 'fastvit[onnx]'``) or ``backend="openvino"``
@@ -51,7 +53,14 @@ from .batching import (
     segments,
     single_threaded_pool,
 )
-from .compiling import AUTO_COMPILE_CALLS, COMPILERS, MAX_COMPILED_SHAPES, CompiledShapes, PieceCompiler
+from .compiling import (
+    AUTO_COMPILE_CALLS,
+    COMPILE_PAYBACK_CALLS,
+    COMPILERS,
+    MAX_COMPILED_SHAPES,
+    CompiledShapes,
+    PieceCompiler,
+)
 from .folds import fold_for_inference
 from .onednn import from_onednn, onednn_available, to_onednn
 from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
@@ -60,6 +69,7 @@ __all__ = [
     "AUTO_COMPILE_CALLS",
     "BACKENDS",
     "COMPILERS",
+    "COMPILE_PAYBACK_CALLS",
     "ENGINES",
     "MAX_COMPILED_SHAPES",
     "PRECISIONS",
@@ -259,6 +269,18 @@ class Predictor:
                 self._run(torch.zeros(batch, *self.input_size), output, compile_now=True)
         if freeze:
             self._shapes.freeze()
+
+    def expect(self, batch_size: int, calls: int, output: str = "forward") -> None:
+        """Say that about ``calls`` calls of ``batch_size`` images at ``input_size`` are coming (a
+        batch job knows). With ``compile="auto"``, that shape is compiled now if so many calls repay
+        it (``COMPILE_PAYBACK_CALLS``), else never: a short job neither stalls on the compiler
+        halfway through nor pays for compiling what it will hardly use."""
+        if self.compiler is None or self.compile != "auto":
+            return
+        if calls >= COMPILE_PAYBACK_CALLS:
+            self.prepare([batch_size], outputs=(output,), freeze=False)
+        else:
+            self.compiler.declined.add((output, (batch_size, *self.input_size)))
 
     @property
     def compiled_shapes(self) -> list[tuple[str, tuple[int, ...]]]:

@@ -276,6 +276,7 @@ def validate_folder(
     loader = make_loader(LabelledImages(split, decoder), EpochOrder(len(split), 0, Ranks(), shuffle=False, pad=False),
                          batch_size, workers, pin_memory=device.type == "cuda")
     predictor = Predictor(model.to(device), precision=precision, input_size=data_config["input_size"], inplace=True)
+    predictor.expect(batch_size, len(loader))
     evaluation = evaluate(predictor, loader, targets, model.num_classes, decoder.to_float)
     skipped = {split.paths[index]: reason for index, reason in evaluation.failures}
     return FolderValidation(evaluation, classes, list(names), skipped)
