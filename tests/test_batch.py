@@ -22,6 +22,7 @@ from fastvit.errors import FastViTError, ImageLoadError
 from fastvit.jobs.inputs import collect_inputs
 from fastvit.jobs.job import BatchJob, JobSettings, PipelineOptions
 from fastvit.jobs.outputs import Embedding, TopK, TorchForward, make_forward
+from fastvit.jobs.pipeline import LoadedBatch, split_evenly
 from fastvit.jobs.store import ChunkResult, ChunkStore, JobFiles, sidecar
 from fastvit.jobs.writers import NpyArrays, PredictionsCsv, PredictionsJsonl, PredictionsParquet
 from fastvit.runtime.predictor import AUTO_COMPILE_CALLS
@@ -187,6 +188,23 @@ def test_unreadable_file_is_skipped_as_permission_denied(photos, checkpoint, mon
 
     assert [list(chunk.failures()) for chunk in result.chunks] == [[(1, "permission denied")]]
     assert result.chunks[0].positions.tolist() == [0] and result.stats.images == 1
+
+
+def test_every_worker_decodes_a_share_of_each_batch():
+    """A batch is cut into one share per decoding worker and joined back in order, so the model's
+    first batch waits for a share, not for the whole of it."""
+    assert split_evenly([5, 6, 7], 2) == [[5, 6], [7]]
+    assert split_evenly([5], 4) == [[5]] and split_evenly([], 2) == [[]] and split_evenly([1, 2], 0) == [[1, 2]]
+
+    def images(*values: int) -> torch.Tensor:
+        pixels = torch.tensor(values, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+        return pixels.contiguous(memory_format=torch.channels_last)
+
+    joined = LoadedBatch.joined([LoadedBatch([0, 1], images(1, 2), [(2, "bad")]), LoadedBatch([], None, [(3, "bad")]),
+                                 LoadedBatch([4], images(5), [])])
+    assert joined.positions == [0, 1, 4] and joined.failures == [(2, "bad"), (3, "bad")]
+    assert joined.images[:, 0, 0, 0].tolist() == [1, 2, 5]
+    assert joined.images.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_short_job_never_waits_for_the_compiler(photos, checkpoint):

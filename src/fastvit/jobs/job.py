@@ -56,7 +56,7 @@ from ..runtime.devices import Ranks, decided_by_main, process_group
 from ..runtime.predictor import Predictor
 from .inputs import collect_inputs
 from .outputs import Forward, OutputKind
-from .pipeline import ImageFiles, LoadedBatch, chunk_result, collate, init_worker, pixel_limit
+from .pipeline import ImageFiles, LoadedBatch, chunk_result, collate, init_worker, pixel_limit, split_evenly
 from .store import ChunkResult, ChunkStore, JobFiles, read_record, write_record
 from .writers import ResultsWriter, write_errors
 
@@ -151,7 +151,7 @@ class PipelineOptions:
     batch_size: int = 32
     workers: int = 0  # decoding processes; 0 decodes in this process
     pin_memory: bool = False  # page-locked batches, for fast copies to a GPU
-    prefetch_batches: int = 4  # per worker
+    prefetch_batches: int = 4  # per worker, in shares of a batch (each worker decodes a share of every batch)
     strict: bool = False  # the first bad file stops the run (ImageLoadError)
     progress: bool = False  # show a progress bar on stderr
 
@@ -310,16 +310,17 @@ class BatchJob:
         background thread (one chunk in flight, so memory stays bounded)."""
         options = self.options
         plan = plan_batches(chunks, self.settings, len(paths), options.batch_size)
-        # a worker process decodes ahead of the model; with a single batch there is nothing to overlap
-        # and starting one only delays it (a cold `fastvit predict one.jpg`)
-        workers = max(0, min(options.workers, len(plan) - 1))
+        # Worker processes decode ahead of the model; with a single batch there is nothing to overlap
+        # and starting them only delays it (a cold `fastvit predict one.jpg`). Every worker decodes a
+        # share of each batch, so the first one is ready after a share rather than after all of it.
+        workers = options.workers if len(plan) > 1 else 0
+        shares = [split_evenly(batch.positions, workers) for batch in plan]
         decoder = create_decoder(self.settings.data_config, self.settings.decode)
         loader = DataLoader(
             ImageFiles(paths, decoder),
-            batch_sampler=[batch.positions for batch in plan],
+            batch_sampler=[share for batch_shares in shares for share in batch_shares],
             num_workers=workers,
             collate_fn=collate,
-            pin_memory=options.pin_memory,
             worker_init_fn=partial(init_worker, self.settings.max_image_pixels),
             prefetch_factor=options.prefetch_batches if workers else None,
         )
@@ -328,10 +329,13 @@ class BatchJob:
         finished_batches: list[tuple[LoadedBatch, dict[str, np.ndarray]]] = []
         with pixel_limit(self.settings.max_image_pixels), ThreadPoolExecutor(1, "fastvit-commit") as committer:
             in_flight: Future | None = None
-            batches = iter(loader)  # the decoding processes start, and decode ahead while the model compiles
+            loaded = iter(loader)  # the decoding processes start, and decode ahead while the model compiles
             if isinstance(self.forward, Predictor):
                 self.forward.expect(options.batch_size, len(plan))
-            for planned, batch in zip(plan, batches):
+            for planned, batch_shares in zip(plan, shares):
+                batch = LoadedBatch.joined([next(loaded) for _ in batch_shares])
+                if options.pin_memory:
+                    batch = batch.pin_memory()
                 if batch.failures and options.strict:
                     position, reason = batch.failures[0]
                     raise ImageLoadError(paths[position], f"{reason} (--strict stops at the first bad file)")

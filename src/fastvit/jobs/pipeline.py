@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -19,7 +20,8 @@ from ..data import ImageDecoder, stack_images
 from ..errors import ImageLoadError
 from .store import ChunkResult
 
-__all__ = ["WORKER_NICENESS", "ImageFiles", "LoadedBatch", "chunk_result", "collate", "init_worker", "pixel_limit"]
+__all__ = ["WORKER_NICENESS", "ImageFiles", "LoadedBatch", "chunk_result", "collate", "init_worker", "pixel_limit",
+           "split_evenly"]
 
 
 class _PathTable:
@@ -69,8 +71,25 @@ class LoadedBatch:
     images: Tensor | None  # their images (len(positions), 3, H, W), None if none loaded
     failures: list[tuple[int, str]]  # (position, reason) of those that did not
 
-    def pin_memory(self) -> LoadedBatch:  # called by DataLoader(pin_memory=True)
+    def pin_memory(self) -> LoadedBatch:
         return self if self.images is None else replace(self, images=self.images.pin_memory())
+
+    @classmethod
+    def joined(cls, parts: Sequence[LoadedBatch]) -> LoadedBatch:
+        """One batch of the parts' inputs, in order."""
+        images = [part.images for part in parts if part.images is not None]
+        return cls(
+            positions=[position for part in parts for position in part.positions],
+            images=None if not images else images[0] if len(images) == 1 else torch.cat(images),
+            failures=[failure for part in parts for failure in part.failures],
+        )
+
+
+def split_evenly(positions: Sequence[int], parts: int) -> list[list[int]]:
+    """``positions`` in order, cut into ``parts`` runs of nearly equal length (fewer if there are
+    fewer positions, one if there are none)."""
+    return [part.tolist() for part in np.array_split(np.asarray(positions, dtype=np.int64),
+                                                     max(1, min(parts, len(positions))))]
 
 
 def collate(samples: list[_Sample]) -> LoadedBatch:
