@@ -138,13 +138,15 @@ def png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, checkpoint):
     """main: batch sizes 1, 2, 4 and a 1 MiB upload limit; guarded: two worker processes, an API
-    key from the environment and a 1 ms timeout; small: room for one image at a time."""
+    key from the environment and a 1 ms timeout; small: room for one image at a time, and the
+    user's own OpenMP spin count."""
     logs = tmp_path_factory.mktemp("serve-logs")
     started = {
         "main": start(logs / "main.log", checkpoint, "--max-batch-size", "4", "--threads", "1", "--max-upload-mb", "1"),
         "guarded": start(logs / "guarded.log", checkpoint, "--workers", "2", "--max-batch-size", "1", "--threads", "1",
                          "--timeout", "0.001", env={"FASTVIT_API_KEY": KEY}),
-        "small": start(logs / "small.log", checkpoint, "--max-batch-size", "1", "--threads", "1", "--max-queue", "1"),
+        "small": start(logs / "small.log", checkpoint, "--max-batch-size", "1", "--threads", "1", "--max-queue", "1",
+                       env={"GOMP_SPINCOUNT": "5000"}),
     }
     try:
         for name, server in started.items():
@@ -211,6 +213,24 @@ def test_batches_run_as_the_fastest_calls_of_warmed_sizes():
 # ----------------------------------------------------------------------------------------------
 # Answers equal the model's
 # ----------------------------------------------------------------------------------------------
+
+
+def test_the_command_restarts_itself_with_short_openmp_spins(servers):
+    """``fastvit serve`` runs with OpenMP threads that sleep soon after a model call (GNU OpenMP
+    reads this when torch loads, so the command restarts itself, in the same process), in its
+    worker processes too, unless the user set how OpenMP threads wait."""
+    def environment(pid: int) -> dict[str, str]:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("GNU OpenMP's setting is only made on Linux")
+    main_server, guarded = servers["main"].process, servers["guarded"].process
+    workers = [int(pid) for pid in Path(f"/proc/{guarded.pid}/task/{guarded.pid}/children").read_text().split()]
+    for pid in [main_server.pid, guarded.pid, *workers]:
+        assert environment(pid).get("GOMP_SPINCOUNT") == "10000"
+    assert environment(servers["small"].process.pid)["GOMP_SPINCOUNT"] == "5000"
+    assert len(workers) >= 2
 
 
 def test_predict_equals_the_plain_model(servers, reference):

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.whole_process = argv is None  # run as the fastvit command, so it may set up the process
     try:
         return args.run(args) or EXIT_OK
     except ImageLoadError as error:  # only --strict lets a bad file end a run

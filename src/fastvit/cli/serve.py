@@ -24,6 +24,10 @@ API_KEY_VARIABLE = "FASTVIT_API_KEY"
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..serve import ServeSettings, serve
+    from ..serve.server import reexec_with_short_openmp_spins
+
+    if args.whole_process:
+        reexec_with_short_openmp_spins()
 
     settings = ServeSettings(
         model=model_name(args.model, args.checkpoint),
