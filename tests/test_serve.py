@@ -210,6 +210,38 @@ def test_batches_run_as_the_fastest_calls_of_warmed_sizes():
     assert plan_calls({1: 1.0, 4: 5.0}, 4)[4] == [1, 1, 1, 1]  # padding never pays when calls are per image
 
 
+def test_a_batch_waits_for_uploads_being_decoded_and_a_lone_request_never_waits():
+    import asyncio
+
+    from fastvit.serve.batcher import DynamicBatcher
+    from fastvit.serve.metrics import Metrics
+
+    calls: list[int] = []
+
+    def decode(upload: bytes) -> torch.Tensor:
+        time.sleep(0.3 if upload == b"slow" else 0.0)
+        return torch.zeros(3, 2, 2, dtype=torch.uint8)
+
+    def model(images: torch.Tensor) -> list[int]:
+        calls.append(len(images))
+        return list(range(len(images)))
+
+    async def scenario() -> float:
+        batcher = DynamicBatcher(decode, model, max_batch_size=4, max_wait=10.0, max_queue=8, timeout=30,
+                                 decode_threads=2, metrics=Metrics())
+        await batcher.start(lambda sizes: {size: 0.01 + 0.001 * size for size in sizes})  # batching pays
+        start = time.perf_counter()
+        await batcher.submit([b"quick"])
+        lone = time.perf_counter() - start
+        await asyncio.gather(batcher.submit([b"quick"]), batcher.submit([b"slow"]))
+        await batcher.close()
+        return lone
+
+    lone_seconds = asyncio.run(scenario())
+    assert lone_seconds < 1.0  # nothing else was decoding: no wait for max_wait's 10 s
+    assert calls == [1, 2]  # the quick upload waited for the slow one rather than run alone
+
+
 # ----------------------------------------------------------------------------------------------
 # Answers equal the model's
 # ----------------------------------------------------------------------------------------------

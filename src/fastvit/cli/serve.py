@@ -98,8 +98,9 @@ def add_commands(commands) -> None:
     batching = parser.add_argument_group("batching and limits")
     batching.add_argument("--max-batch-size", type=positive, default=32, metavar="N",
                           help="most images per gathered batch (default 32)")
-    batching.add_argument("--max-wait-ms", type=non_negative_number, default=5.0, metavar="MS",
-                          help="how long a batch waits for images still being decoded (default 5)")
+    batching.add_argument("--max-wait-ms", type=non_negative_number, default=50.0, metavar="MS",
+                          help="how long a batch waits for images still being decoded; a lone request "
+                               "never waits (default 50)")
     batching.add_argument("--max-queue", type=positive, default=256, metavar="N",
                           help="most images held at once; beyond it requests get 503 with Retry-After (default 256)")
     batching.add_argument("--timeout", type=positive_number, default=30.0, metavar="SECONDS",

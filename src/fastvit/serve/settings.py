@@ -26,7 +26,10 @@ class ServeSettings:
         workers: server processes sharing the port, each with its own model.
         threads: torch threads per process; None: this machine's CPUs shared by the processes.
         max_batch_size: most images in one model call.
-        max_wait_ms: how long a batch waits for images still being decoded.
+        max_wait_ms: how long a batch waits for images still being decoded (a lone request never
+            waits). Run while uploads that arrived with it are decoding, a batch shares the cores
+            with the decoders, both go slower, and the next batch is small: on 2 cores, waiting up
+            to 50 ms served T8 about 10 % more images/s at concurrency 8 and 32 than 5 ms.
         max_queue: most images the server holds at once (decoding, waiting or in the model);
             requests beyond it are answered 503 with ``Retry-After``.
         timeout: seconds a request may take from its upload being read to its answer (else 504).
@@ -47,7 +50,7 @@ class ServeSettings:
     workers: int = 1
     threads: int | None = None
     max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 50.0
     max_queue: int = 256
     timeout: float = 30.0
     max_upload_mb: float = 20.0
