@@ -293,19 +293,21 @@ class Predictor:
         if self._runner is not None:
             return self._runner(images, output)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        x = images.to(self.device, self.dtype, memory_format=memory_format)
-        shape = (output, tuple(x.shape))
+        shape = (output, tuple(images.shape))
+
+        def run(part: Tensor, steps: list[int] | None):
+            x = part.to(self.device, self.dtype, memory_format=memory_format)
+            return self._run_local(x, output, shape, compile_now, steps)
+
         # the fuser is process-wide state: switched on once here, not in each stream
         with self.compiler.fusion() if self.compiler else contextlib.nullcontext():
-            if self.streams > 1 and x.shape[0] >= MIN_IMAGES_PER_STREAM * self.streams:
+            if self.streams > 1 and images.shape[0] >= MIN_IMAGES_PER_STREAM * self.streams:
                 steps = self.segment_batches  # measured here, before the streams share the modules
-                parts = x.tensor_split(self.streams)
-                outs = list(self._stream_pool().map(lambda part: self._run_local(part, output, shape, compile_now,
-                                                                                 steps), parts))
+                # each stream converts its own share: a batch's layout change is a copy of all its pixels
+                outs = list(self._stream_pool().map(lambda part: run(part, steps), images.tensor_split(self.streams)))
                 out = [torch.cat(maps) for maps in zip(*outs)] if isinstance(outs[0], list) else torch.cat(outs)
             else:
-                steps = self.segment_batches if x.shape[0] > 1 else None
-                out = self._run_local(x, output, shape, compile_now, steps)
+                out = run(images, self.segment_batches if images.shape[0] > 1 else None)
         if isinstance(out, Tensor):
             return out.float()
         return [o.float() for o in out]
