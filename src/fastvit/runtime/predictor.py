@@ -62,6 +62,7 @@ from .compiling import (
     PieceCompiler,
 )
 from .folds import fold_for_inference
+from .memory import keep_freed_memory
 from .onednn import from_onednn, onednn_available, to_onednn
 from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
 
@@ -149,6 +150,8 @@ class Predictor:
                                          allow_emulated_bf16)
         if threads is not None:
             torch.set_num_threads(threads)
+        if on_cpu:
+            keep_freed_memory()
 
         self.precision, self.backend, self.engine, self.compile = precision, backend, engine, compile
         self.threads = threads
