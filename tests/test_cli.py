@@ -320,3 +320,25 @@ def test_two_torchrun_processes_give_the_rows_of_one(photos, checkpoint, uninter
     assert done.stdout.count("wrote ") == 1  # rank 0 alone reports
     assert_same_outputs(out, uninterrupted, atol=1e-5)
     assert json.loads((tmp_path / "emb.job.json").read_text())["skipped"] == len(BAD_FILES)
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark command
+# ----------------------------------------------------------------------------------------------
+
+
+def test_benchmark_runs_each_path_in_its_own_worker_and_checks_it_against_the_fused_model(capsys, tmp_path):
+    results = tmp_path / "bench.json"
+    code, out, _ = run(capsys, "benchmark", "fastvit_t8", "--paths", "channels_last", "default",
+                       "--batch-sizes", "1", "2", "--rounds", "1", "--input-size", "64", "64", "--json", results)
+    assert code == 0
+    assert "native bf16 in oneDNN" in out and "matmul (torch.mm" in out  # the CPU and its peaks
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "fastvit" in line]
+    assert len(rows) == 3, rows  # the fused reference always runs
+    measured = json.loads(results.read_text())["paths"]
+    for key in ("eager", "channels_last", "default"):
+        path = measured[key]
+        assert not path["error"], path["error"]
+        assert path["batch_ms"]["1"] and path["batch_ms"]["2"]
+    for key in ("channels_last", "default"):
+        assert measured[key]["max_abs_diff"] < 1e-5

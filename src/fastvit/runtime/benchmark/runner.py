@@ -57,7 +57,7 @@ PATHS: dict[str, PathSpec] = {
     for spec in (
         PathSpec("eager", "fastvit fused, eager NCHW (= timm's fused graph)", "fastvit", {"mode": "fused"}),
         PathSpec("channels_last", "fastvit folded, eager channels-last", "fastvit",
-                 {"mode": "predictor", "engine": "eager", "micro_batch": 0}),
+                 {"mode": "predictor", "engine": "eager", "micro_batch": 0, "compile": False}),
         PathSpec("default", "**fastvit Predictor, fp32 default**", "fastvit", {"mode": "predictor"}),
         PathSpec("compile", "fastvit Predictor, compile=True (oneDNN graph)", "fastvit",
                  {"mode": "predictor", "compile": True}),
