@@ -118,6 +118,23 @@ def test_batches_run_stage_by_stage_and_in_parallel_streams(engine):
     assert torch.get_num_threads() >= 1  # the stream pool restored torch's own setting
 
 
+def test_the_stem_hands_each_chunk_to_the_first_stage():
+    """Stage by stage, the stem and the first stage run one chunk after the other, so the batch's
+    largest activation, the stem's output, is never concatenated."""
+    model = synthetic_model("fastvit_t8")
+    predictor = Predictor(model, compile=False, streams=1)
+    assert predictor.segment_batches  # measured now, on one image
+    calls = []
+    predictor.model.stem.register_forward_hook(lambda _m, _i, out: calls.append(("stem", out.shape[0])))
+    predictor.model.stages[0].register_forward_hook(lambda _m, _i, out: calls.append(("stage", out.shape[0])))
+    predictor(synthetic_input((6, 3, 256, 256), 0))
+    pairs = list(zip(calls[::2], calls[1::2]))
+    assert len(pairs) > 1 and len(calls) == 2 * len(pairs)
+    for stem, stage in pairs:
+        assert stem[0] == "stem" and stage == ("stage", stem[1])
+    assert sum(images for (_, images), _ in pairs) == 6
+
+
 @needs_onednn
 def test_onednn_engine_packs_weights_per_input_size():
     """oneDNN wants another weight layout for other map sizes (1×1 maps at a 32×32 input): each

@@ -34,11 +34,17 @@ class _Tail(nn.Module):
 
 
 def segments(model: nn.Module, output: str) -> list[nn.Module] | None:
-    """The network cut at its stage boundaries (stem, each stage, tail), where the activation
-    size per image changes most; None for a network without that layout (features_only)."""
+    """The network cut at its stage boundaries, where the activation size per image changes most:
+    the stem with the first stage, each later stage, the tail; None for a network without that
+    layout (features_only).
+
+    The first stage runs at the stem's output size, so one chunk size suits both, and running them
+    as one piece hands each chunk's stem output to the stage while it is still in cache instead of
+    concatenating the batch's largest activation in between (T8 at batch 32 on 2 cores: +7 %)."""
     if not all(hasattr(model, name) for name in ("stem", "stages", "final_conv", "head")):
         return None
-    return [model.stem, *model.stages, _Tail(model, pre_logits=output == "embed")]
+    first, *later = model.stages
+    return [nn.Sequential(model.stem, first).train(False), *later, _Tail(model, pre_logits=output == "embed")]
 
 
 def segment_activation_bytes(model: nn.Module, image: Tensor) -> list[int] | None:

@@ -233,9 +233,9 @@ class Predictor:
 
     @property
     def segment_batches(self) -> list[int] | None:
-        """Images per chunk in each stage (stem, stages, tail) when a batch runs stage by stage;
-        None when it never does. Measured once, at the first batch that needs it (a one-image
-        call never pays for it)."""
+        """Images per chunk in each segment (the stem with the first stage, each later stage, the
+        tail) when a batch runs stage by stage; None when it never does. Measured once, at the
+        first batch that needs it (a one-image call never pays for it)."""
         if not self._measured:
             self._measured = True
             memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
