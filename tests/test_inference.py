@@ -135,6 +135,16 @@ def test_the_stem_hands_each_chunk_to_the_first_stage():
     assert sum(images for (_, images), _ in pairs) == 6
 
 
+def test_chunks_are_as_even_as_the_budget_allows():
+    model = synthetic_model("fastvit_t8")
+    predictor = Predictor(model, compile=False, streams=1, micro_batch=4)
+    sizes = []
+    predictor.model.stem.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[0]))
+    x = synthetic_input((6, 3, 64, 64), 3)
+    assert relative_error(predictor(x), reference(model, x)) <= RTOL
+    assert sizes == [3, 3]
+
+
 @needs_onednn
 def test_onednn_engine_packs_weights_per_input_size():
     """oneDNN wants another weight layout for other map sizes (1×1 maps at a 32×32 input): each
