@@ -299,7 +299,8 @@ class Predictor:
         shape = (output, tuple(images.shape))
 
         def run(part: Tensor, steps: list[int] | None):
-            x = part.to(self.device, self.dtype, memory_format=memory_format)
+            # layout, then dtype: in one copy torch takes a slow strided cast (bf16 batch 1: 124 against 75 µs)
+            x = part.to(self.device, memory_format=memory_format).to(self.dtype)
             return self._run_local(x, output, shape, compile_now, steps)
 
         # the fuser is process-wide state: switched on once here, not in each stream
