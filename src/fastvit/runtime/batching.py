@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MICRO_BATCH_BYTES", "MIN_IMAGES_PER_STREAM", "Embedder", "segment_activation_bytes", "segments",
-           "single_threaded_pool"]
+__all__ = ["MICRO_BATCH_BYTES", "MIN_IMAGES_PER_STREAM", "Embedder", "even_chunks", "segment_activation_bytes",
+           "segments", "single_threaded_pool"]
 
 MICRO_BATCH_BYTES = 8 << 20
 """A large batch runs stage by stage, each stage in chunks of as many images as keep its largest
@@ -31,6 +31,12 @@ class _Tail(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.final_conv(x), pre_logits=self.pre_logits)
+
+
+def even_chunks(batch: Tensor, most: int) -> tuple[Tensor, ...]:
+    """``batch`` cut into as few chunks of at most ``most`` images as possible, as even as that
+    allows (16 images, at most 7 a chunk: 6, 5, 5 rather than 7, 7, 2)."""
+    return batch.tensor_split(-(-batch.shape[0] // most))
 
 
 def segments(model: nn.Module, output: str) -> list[nn.Module] | None:

@@ -49,6 +49,7 @@ from .batching import (
     MICRO_BATCH_BYTES,
     MIN_IMAGES_PER_STREAM,
     Embedder,
+    even_chunks,
     segment_activation_bytes,
     segments,
     single_threaded_pool,
@@ -318,8 +319,7 @@ class Predictor:
 
     def _run_local(self, x: Tensor, output: str, shape: tuple, compile_now: bool, steps: list[int] | None):
         """Run a batch (or a stream's share of one) on this thread: whole, in chunks, or stage by
-        stage with at most ``steps`` images per chunk in each stage, the chunks as even as that
-        allows (16 images at most 7 a chunk: 6, 5, 5 rather than 7, 7, 2)."""
+        stage in :func:`even_chunks` of at most ``steps`` images in each stage."""
         with torch.inference_mode(), Bf16Rounding(self.emulate_bf16):
             if self.emulate_bf16:
                 x = x.to(torch.bfloat16).float()
@@ -327,14 +327,14 @@ class Predictor:
             if steps is None or x.shape[0] <= min(steps):
                 return self._call(("whole", output), whole, x, shape, compile_now)
             if segments(self.model, output) is None:  # features_only: the whole network, in chunks
-                chunks = x.tensor_split(-(-x.shape[0] // steps[0]))
+                chunks = even_chunks(x, steps[0])
                 parts = [self._call(("whole", output), whole, chunk, shape, compile_now) for chunk in chunks]
                 return [torch.cat(maps) for maps in zip(*parts)] if isinstance(parts[0], list) else torch.cat(parts)
             out = x
             for index, (segment, step) in enumerate(zip(segments(self.model, output), steps)):
                 key = (index, output)
                 if out.shape[0] > step:
-                    chunks = out.tensor_split(-(-out.shape[0] // step))
+                    chunks = even_chunks(out, step)
                     out = torch.cat([self._call(key, segment, chunk, shape, compile_now) for chunk in chunks])
                 else:
                     out = self._call(key, segment, out, shape, compile_now)
