@@ -400,6 +400,22 @@ def test_onnxruntime_backend(tmp_path):
     assert sorted((tmp_path / "onnx").glob("*.onnx")) == cached
 
 
+def test_other_runtimes_get_a_large_batch_in_chunks(tmp_path):
+    """ONNX Runtime and OpenVINO run the whole network on what they are given, so a large batch goes
+    to them in even chunks of at most BACKEND_CHUNK_IMAGES (4; micro_batch=0: whole), joined in order."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'fastvit[onnx]'")
+    model = synthetic_model("fastvit_t8")
+    x = synthetic_input((10, 3, 64, 64))
+    expected = reference(model, x)
+    for micro_batch, sizes in ((None, [4, 3, 3]), (0, [10]), (6, [5, 5])):
+        predictor = Predictor(model, backend="onnxruntime", input_size=(3, 64, 64), cache_dir=tmp_path,
+                              micro_batch=micro_batch)
+        runner, seen = predictor._runner, []
+        predictor._runner = lambda images, output, call: seen.append(len(images)) or runner(images, output, call)
+        assert relative_error(predictor(x), expected) <= RTOL
+        assert seen == sizes
+
+
 @pytest.fixture(scope="module")
 def openvino_cache(tmp_path_factory):
     """One cache of converted graphs for the OpenVINO tests: each converts the same weights."""

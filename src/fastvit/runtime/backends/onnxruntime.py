@@ -57,7 +57,9 @@ class OrtRunner:
             self.path = path
         return self.sessions[size]
 
-    def __call__(self, images: Tensor, output: str) -> Tensor:
+    def __call__(self, images: Tensor, output: str, call: tuple[str, tuple[int, ...]] | None = None) -> Tensor:
+        """``output`` for ``images``. ``call`` (the whole call's output and batch shape, which decides
+        OpenVINO's static compilations) changes nothing here: a session serves every batch size."""
         name = {"forward": self.outputs[0], "embed": self.outputs[-1]}[output]
         x = images.detach().float().cpu().contiguous().numpy()
         (result,) = self.session_for(tuple(x.shape[1:])).run([name], {"input": x})

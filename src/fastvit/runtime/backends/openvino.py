@@ -120,9 +120,9 @@ class OpenVinoRunner:
     """OpenVINO on the folded graph, in fp32 or bf16.
 
     The graph is converted once, with a dynamic batch and image size, and cached on disk by
-    weights digest. The (output, batch shape) pairs that ``shapes`` admits (the same bound and
-    freezing as the torch backend's compiled shapes) each get the graph compiled for their static
-    shape, which OpenVINO plans and runs faster; other calls run a dynamic compilation.
+    weights digest. Calls whose (output, batch shape) ``shapes`` admits (the same bound and
+    freezing as the torch backend's compiled shapes) get the graph compiled for the static shape of
+    each chunk they run, which OpenVINO plans and runs faster; other calls run a dynamic compilation.
     """
 
     def __init__(self, folded: nn.Module, input_size: Sequence[int], precision: str, threads: int | None,
@@ -143,9 +143,10 @@ class OpenVinoRunner:
         self.shapes = shapes
         self.requests: dict[tuple[int, ...] | None, Any] = {}  # input shape (None: dynamic) -> infer request
 
-    def request_for(self, output: str, shape: tuple[int, ...]):
-        """An infer request compiled for ``shape`` when ``shapes`` admits it, else the dynamic one."""
-        key = shape if self.shapes.admit((output, shape)) else None
+    def request_for(self, shape: tuple[int, ...], call: tuple[str, tuple[int, ...]]):
+        """An infer request compiled for input ``shape`` when ``shapes`` admits the ``call`` it is
+        part of, else the dynamic one."""
+        key = shape if self.shapes.admit(call) else None
         request = self.requests.get(key)
         if request is None:
             graph = self.graph
@@ -155,9 +156,10 @@ class OpenVinoRunner:
             request = self.requests[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
         return request
 
-    def __call__(self, images: Tensor, output: str) -> Tensor | list[Tensor]:
+    def __call__(self, images: Tensor, output: str, call: tuple[str, tuple[int, ...]]) -> Tensor | list[Tensor]:
+        """``output`` for ``images``, a chunk of a call of (output, batch shape) ``call``."""
         x = images.detach().float().cpu().contiguous().numpy()
-        request = self.request_for(output, tuple(x.shape))
+        request = self.request_for(tuple(x.shape), call)
         results = request.infer({0: x})
         if self.features:
             return [torch.from_numpy(results[port]) for port in request.model_outputs]
