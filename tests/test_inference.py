@@ -170,14 +170,30 @@ def test_onednn_engine_fuses_gelu_and_residual():
         assert relative_error(exported(x), predictor(x)) <= RTOL
 
 
-def test_features_only_model():
-    model = synthetic_model("fastvit_t8", features_only=True)
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_features_only_model(backend, tmp_path):
+    """The stage maps of a features_only model, from every backend, for a batch run in chunks."""
+    pytest.importorskip({"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}[backend])
+    model = synthetic_model("fastvit_t8", features_only=True, out_indices=(0, 2, 3))
     x = synthetic_input((5, 3, 128, 96))
     with torch.no_grad():
         expected = model(x)
-    maps = Predictor(model, micro_batch=2)(x)
+    maps = Predictor(model, backend=backend, micro_batch=2, input_size=(3, 128, 96), cache_dir=tmp_path)(x)
     assert [m.shape for m in maps] == [e.shape for e in expected]
     assert max(relative_error(m, e) for m, e in zip(maps, expected)) <= RTOL
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_cached_graph_belongs_to_its_outputs_not_only_its_weights(backend, tmp_path):
+    """Two features_only models with the same weights but other stages must not share a converted
+    graph: the second would return the first one's maps."""
+    pytest.importorskip(backend)
+    x = synthetic_input((2, 3, 64, 64))
+    for out_indices in ((0, 1, 2, 3), (1, 3)):
+        model = synthetic_model("fastvit_t8", features_only=True, out_indices=out_indices)
+        maps = Predictor(model, backend=backend, input_size=(3, 64, 64), cache_dir=tmp_path)(x)
+        with torch.no_grad():
+            assert [m.shape for m in maps] == [e.shape for e in model(x)]
 
 
 @needs_onednn
@@ -424,7 +440,7 @@ def openvino_cache(tmp_path_factory):
 
 @needs_openvino
 def test_openvino_backend(openvino_cache):
-    """OpenVINO runs the folded graph, converted once (cached by weights digest, one graph for every
+    """OpenVINO runs the folded graph, converted once (cached by model digest, one graph for every
     batch and size): fp32 within 1e-4 of the model, a static compilation for each prepared shape,
     a dynamic one for the others."""
     model = synthetic_model("fastvit_sa12")  # attention and RepCPE

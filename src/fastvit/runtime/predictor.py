@@ -27,7 +27,7 @@ ONNX Runtime and OpenVINO.
 5. or another runtime on the folded graph (:mod:`fastvit.runtime.backends`):
    ``backend="onnxruntime"`` (``pip install 'fastvit[onnx]'``) or ``backend="openvino"``
    (``pip install 'fastvit[openvino]'``, fp32 or bf16), the graph converted once and cached on disk
-   by weights digest.
+   by a digest of its weights and layers.
 
 Optional heavy modules (onnxruntime, onnx, openvino, torch._dynamo, torch._inductor) are imported
 only when an option needs them.

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .cache import default_cache_dir, weights_digest
+from .cache import default_cache_dir, model_digest
 
 __all__ = ["OrtRunner"]
 
@@ -20,16 +20,17 @@ __all__ = ["OrtRunner"]
 class OrtRunner:
     """onnxruntime sessions on the folded graph, one per image size (a static size lets ONNX Runtime
     plan memory and pick its blocked-layout kernels; a dynamic one costs it ~20 %), each exported
-    once with a dynamic batch and cached on disk by weights digest."""
+    once with a dynamic batch and cached on disk by a digest of the model's weights and layers."""
 
     def __init__(self, folded: nn.Module, input_size: Sequence[int], threads: int | None, cache_dir):
         from ..export import import_onnxruntime
 
         self.ort = import_onnxruntime()
         self.folded = folded
-        self.outputs = ("logits", "embedding") if hasattr(folded, "forward_head") else ("output",)
+        self.features = not hasattr(folded, "forward_head")  # features_only: the stage maps
+        self.outputs = None if self.features else ("logits", "embedding")
         self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.digest = weights_digest(folded)
+        self.digest = model_digest(folded)
         self.threads = threads
         self.sessions: dict[tuple[int, ...], Any] = {}
         self.session_for(tuple(input_size))
@@ -38,7 +39,8 @@ class OrtRunner:
         if size not in self.sessions:
             from ..export import export_onnx
 
-            path = self.cache / "onnx" / f"{self.digest}-{'x'.join(map(str, size))}-{'_'.join(self.outputs)}.onnx"
+            names = "_".join(self.outputs or ("maps",))
+            path = self.cache / "onnx" / f"{self.digest}-{'x'.join(map(str, size))}-{names}.onnx"
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
@@ -57,10 +59,15 @@ class OrtRunner:
             self.path = path
         return self.sessions[size]
 
-    def __call__(self, images: Tensor, output: str, call: tuple[str, tuple[int, ...]] | None = None) -> Tensor:
-        """``output`` for ``images``. ``call`` (the whole call's output and batch shape, which decides
-        OpenVINO's static compilations) changes nothing here: a session serves every batch size."""
-        name = {"forward": self.outputs[0], "embed": self.outputs[-1]}[output]
+    def __call__(
+        self, images: Tensor, output: str, call: tuple[str, tuple[int, ...]] | None = None
+    ) -> Tensor | list[Tensor]:
+        """``output`` for ``images`` (a features_only model: its maps). ``call`` (the whole call's
+        output and batch shape, which decides OpenVINO's static compilations) changes nothing
+        here: a session serves every batch size."""
         x = images.detach().float().cpu().contiguous().numpy()
-        (result,) = self.session_for(tuple(x.shape[1:])).run([name], {"input": x})
+        session = self.session_for(tuple(x.shape[1:]))
+        if self.features:
+            return [torch.from_numpy(maps) for maps in session.run(None, {"input": x})]
+        (result,) = session.run([{"forward": "logits", "embed": "embedding"}[output]], {"input": x})
         return torch.from_numpy(result)

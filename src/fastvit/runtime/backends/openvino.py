@@ -1,6 +1,6 @@
 """The OpenVINO backend: the folded graph as OpenVINO IR (:func:`export_openvino`, also what ``fastvit
-export --format openvino`` writes), converted once per image size and cached on disk by weights
-digest, and run by OpenVINO's CPU plugin in fp32 or bf16 (:class:`OpenVinoRunner`)."""
+export --format openvino`` writes), converted once per image size and cached on disk by a digest of
+the model's weights and layers, and run by OpenVINO's CPU plugin in fp32 or bf16 (:class:`OpenVinoRunner`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ..export import (
     example_input,
     prepare_graph,
 )
-from .cache import default_cache_dir, weights_digest
+from .cache import default_cache_dir, model_digest
 
 __all__ = ["OpenVinoRunner", "export_openvino", "import_openvino", "shared_core"]
 
@@ -120,7 +120,7 @@ class OpenVinoRunner:
     """OpenVINO on the folded graph, in fp32 or bf16.
 
     The graph is converted once, with a dynamic batch and image size, and cached on disk by
-    weights digest. Calls whose (output, batch shape) ``shapes`` admits (the same bound and
+    a digest of the model's weights and layers. Calls whose (output, batch shape) ``shapes`` admits (the same bound and
     freezing as the torch backend's compiled shapes) get the graph compiled for the static shape of
     each chunk they run, which OpenVINO plans and runs faster; other calls run a dynamic compilation.
     """
@@ -135,7 +135,7 @@ class OpenVinoRunner:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.path = cache / "openvino" / f"{weights_digest(folded)}-{'_'.join(outputs or ('maps',))}.xml"
+        self.path = cache / "openvino" / f"{model_digest(folded)}-{'_'.join(outputs or ('maps',))}.xml"
         if not self.path.exists():
             export_openvino(folded, self.path, input_size=input_size, dynamic_batch=True, dynamic_size=True,
                             outputs=outputs, fold=False)
