@@ -99,6 +99,31 @@ def test_features_of_one_image_and_of_a_folder(photos, checkpoint, capsys, tmp_p
     assert read_csv(tmp_path / "maps" / "paths.csv") == [["path"], [good[1]], [good[0]]]
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_features_and_embeddings_from_the_other_runtimes(backend, photos, checkpoint, capsys, tmp_path, monkeypatch):
+    """``--backend`` on features (chosen stages, a graph of their own) and embed gives what torch gives."""
+    pytest.importorskip(backend)
+    monkeypatch.setenv("FASTVIT_CACHE", str(tmp_path / "cache"))
+    _, good, _ = photos
+    images = good[:5]
+    results = {}
+    for runtime in ("torch", backend):
+        for stages in (["0", "1", "2", "3"], ["1", "3"]):
+            out = tmp_path / runtime / "-".join(stages)
+            code, _, err = run(capsys, "features", *images, "--checkpoint", checkpoint, "--out", out, "--backend",
+                               runtime, "--out-indices", *stages, "--workers", "0", "--quiet")
+            assert code == 0, err
+            results[runtime, out.name] = [np.load(out / f"stage{i}.npy") for i in stages]
+        code, _, err = run(capsys, "embed", *images, "--checkpoint", checkpoint, "--out", tmp_path / runtime / "emb.npy",
+                           "--backend", runtime, "--workers", "0", "--quiet")
+        assert code == 0, err
+        results[runtime, "embed"] = [np.load(tmp_path / runtime / "emb.npy")]
+    for runtime, what in [key for key in results if key[0] == "torch"]:
+        for ours, theirs in zip(results[runtime, what], results[backend, what], strict=True):
+            assert ours.shape == theirs.shape
+            np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
 def test_embed_glob_and_list_of_files(photos, checkpoint, capsys, tmp_path):
     folder, good, bad = photos
     listing = tmp_path / "list.txt"
