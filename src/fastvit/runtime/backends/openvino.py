@@ -1,6 +1,7 @@
 """The OpenVINO backend: the folded graph as OpenVINO IR (:func:`export_openvino`, also what ``fastvit
 export --format openvino`` writes), converted once per image size and cached on disk by a digest of
-the model's weights and layers, and run by OpenVINO's CPU plugin in fp32 or bf16 (:class:`OpenVinoRunner`)."""
+the model's weights and layers, and run by OpenVINO's CPU plugin in fp32 or bf16
+(:class:`OpenVinoRunner`)."""
 
 from __future__ import annotations
 
@@ -119,10 +120,11 @@ def export_openvino(
 class OpenVinoRunner:
     """OpenVINO on the folded graph, in fp32 or bf16.
 
-    The graph is converted once, with a dynamic batch and image size, and cached on disk by
-    a digest of the model's weights and layers. Calls whose (output, batch shape) ``shapes`` admits (the same bound and
-    freezing as the torch backend's compiled shapes) get the graph compiled for the static shape of
-    each chunk they run, which OpenVINO plans and runs faster; other calls run a dynamic compilation.
+    The graph is converted once, with a dynamic batch and image size, and cached on disk by a
+    digest of the model's weights and layers. Calls whose (output, batch shape) ``shapes`` admits
+    (the same bound and freezing as the torch backend's compiled shapes) get the graph compiled for
+    the static shape of each chunk they run, which OpenVINO plans and runs faster; other calls run a
+    dynamic compilation.
     """
 
     def __init__(self, folded: nn.Module, input_size: Sequence[int], precision: str, threads: int | None,
