@@ -343,7 +343,8 @@ def test_prepare_compiles_the_given_batch_sizes_and_freezes_the_rest(precision):
 
 def test_bad_options_are_rejected():
     model = synthetic_model("fastvit_t8")
-    for options in ({"precision": "fp16"}, {"backend": "tvm"}, {"engine": "xla"}, {"compile": "tensorrt"}):
+    for options in ({"precision": "fp16"}, {"backend": "tvm"}, {"engine": "xla"}, {"compile": "tensorrt"},
+                    {"micro_batch": -1}, {"micro_batch": 2.5}, {"streams": 0}, {"threads": "4"}):
         with pytest.raises(ValueError):
             Predictor(model, **options)
 

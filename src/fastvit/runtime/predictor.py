@@ -152,6 +152,9 @@ class Predictor:
         self.emulate_bf16 = precision == "bf16" and on_cpu and not bf16_is_native()
         compile, engine = _check_options(precision, backend, engine, compile, on_cpu, self.emulate_bf16,
                                          allow_emulated_bf16)
+        for name, count, least in (("micro_batch", micro_batch, 0), ("streams", streams, 1), ("threads", threads, 1)):
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < least):
+                raise ValueError(f"{name} must be a whole number of at least {least}, got {count!r}")
         if threads is not None:
             torch.set_num_threads(threads)
         if on_cpu:
@@ -182,7 +185,7 @@ class Predictor:
         staged = micro_batch != 0 and parts is not None
         if streams is None:
             streams = torch.get_num_threads() if on_cpu and backend == "torch" and staged else 1
-        self.streams = max(1, streams)
+        self.streams = streams
         self._pool: ThreadPoolExecutor | None = None
         self._shapes = CompiledShapes(MAX_COMPILED_SHAPES)
         self.compiler = PieceCompiler(compile, self._shapes) if compile else None
