@@ -341,6 +341,32 @@ def test_prepare_compiles_the_given_batch_sizes_and_freezes_the_rest(precision):
         predictor.prepare(range(1, MAX_COMPILED_SHAPES + 2))
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_the_models_own_channel_count_and_empty_batches(backend, tmp_path):
+    """A model made with in_chans=1 keeps its weights' 3-channel config: the Predictor tunes for (and
+    checks) 1-channel images all the same. An empty batch gives empty outputs of the right shapes
+    (OpenVINO itself dies on one with SIGFPE)."""
+    pytest.importorskip(backend)
+    for kwargs in ({"in_chans": 1}, {"in_chans": 1, "features_only": True}):
+        model = synthetic_model("fastvit_t8", **kwargs)
+        predictor = Predictor(model, backend=backend, cache_dir=tmp_path)
+        assert predictor.input_size == (1, 256, 256)
+        predictor.prepare([1])
+        x = synthetic_input((3, 1, 64, 64))
+        with torch.no_grad():
+            expected = model(x)
+        out = predictor(x)
+        for ours, theirs in zip(*((out, expected) if kwargs.get("features_only") else ([out], [expected]))):
+            assert relative_error(ours, theirs) <= RTOL
+        empty = predictor(x[:0])
+        for ours, theirs in zip(*((empty, expected) if kwargs.get("features_only") else ([empty], [expected]))):
+            assert ours.shape == (0, *theirs.shape[1:])
+        with pytest.raises(ValueError, match=r"expected a \(B, 1, H, W\) batch"):
+            predictor(synthetic_input((2, 3, 64, 64)))
+    with pytest.raises(ValueError, match="C = 1"):
+        Predictor(model, backend=backend, input_size=(3, 224, 224), cache_dir=tmp_path)
+
+
 def test_bad_options_are_rejected():
     model = synthetic_model("fastvit_t8")
     for options in ({"precision": "fp16"}, {"backend": "tvm"}, {"engine": "xla"}, {"compile": "tensorrt"},

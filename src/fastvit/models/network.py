@@ -346,6 +346,7 @@ class FastVitFeatures(nn.Module):
         given = tuple(range(-out_indices, 0)) if isinstance(out_indices, int) else tuple(out_indices)
         self.feature_info = FeatureInfo(model.feature_info, given)
         self.pretrained_cfg = model.pretrained_cfg
+        self.in_chans = model.in_chans
         for i, block in enumerate(model.stem):
             self.add_module(f"stem_{i}", block)
         for i in range(last + 1):

@@ -42,7 +42,7 @@ class _Tail(nn.Module):
 def even_chunks(batch: Tensor, most: int) -> tuple[Tensor, ...]:
     """``batch`` cut into as few chunks of at most ``most`` images as possible, as even as that
     allows (16 images, at most 7 a chunk: 6, 5, 5 rather than 7, 7, 2)."""
-    return batch.tensor_split(-(-batch.shape[0] // most))
+    return batch.tensor_split(max(1, -(-batch.shape[0] // most)))
 
 
 def concat_batches(parts: list) -> Tensor | list[Tensor]:

@@ -120,7 +120,7 @@ def compile_module(module: nn.Module, example: Tensor, mode: str) -> Callable:
     # partitions (conv + GELU / add fused), which run with far less per-op overhead.
     with warnings.catch_warnings(), OneDnnFusion():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, not gone
-        traced = torch.jit.freeze(torch.jit.trace(plain, example, check_trace=False))
+        traced = torch.jit.freeze(torch.jit.trace(plain, example, check_trace=False, strict=False))
         for _ in range(2):  # profiling runs, after which the fused graph is in place
             traced(example)
     return traced

@@ -66,7 +66,8 @@ from .compiling import (
 )
 from .folds import fold_for_inference
 from .memory import keep_freed_memory
-from .onednn import from_onednn, onednn_available, to_onednn
+from .onednn import from_onednn, to_onednn
+from .options import BACKENDS, ENGINES, check_counts, check_options, input_size_of
 from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
 
 __all__ = [
@@ -82,8 +83,6 @@ __all__ = [
     "bf16_is_native",
 ]
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-ENGINES = ("onednn", "eager")
 
 
 class Predictor:
@@ -150,11 +149,11 @@ class Predictor:
         self.device = parameter.device if parameter is not None else torch.device("cpu")
         on_cpu = self.device.type == "cpu"
         self.emulate_bf16 = precision == "bf16" and on_cpu and not bf16_is_native()
-        compile, engine = _check_options(precision, backend, engine, compile, on_cpu, self.emulate_bf16,
-                                         allow_emulated_bf16)
-        for name, count, least in (("micro_batch", micro_batch, 0), ("streams", streams, 1), ("threads", threads, 1)):
-            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < least):
-                raise ValueError(f"{name} must be a whole number of at least {least}, got {count!r}")
+        compile, engine = check_options(precision, backend, engine, compile, on_cpu, self.emulate_bf16,
+                                        allow_emulated_bf16)
+        check_counts(micro_batch, streams, threads)
+        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+        self.input_size = input_size_of(model, input_size, self.pretrained_cfg)
         if threads is not None:
             torch.set_num_threads(threads)
         if on_cpu:
@@ -163,8 +162,6 @@ class Predictor:
         self.precision, self.backend, self.engine, self.compile = precision, backend, engine, compile
         self.threads = threads
         self.channels_last = on_cpu if channels_last is None else channels_last
-        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-        self.input_size = tuple(input_size or self.pretrained_cfg.get("input_size") or (3, 256, 256))
         self.num_classes = getattr(model, "num_classes", None)
         self.num_features = getattr(model, "num_features", None)
         self.dtype = torch.bfloat16 if precision == "bf16" and not self.emulate_bf16 else torch.float32
@@ -299,10 +296,13 @@ class Predictor:
         return sorted(self._shapes.admitted)
 
     def _run(self, images: Tensor, output: str, compile_now: bool = False):
-        if images.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] != self.input_size[0]:
+            raise ValueError(f"expected a (B, {self.input_size[0]}, H, W) batch, got shape {tuple(images.shape)}")
         shape = (output, tuple(images.shape))
         if self._runner is not None:
+            if not images.shape[0]:  # OpenVINO kills the process on an empty batch (SIGFPE): shapes from one image
+                out = self._run(images.new_zeros(1, *images.shape[1:]), output)
+                return [maps[:0] for maps in out] if isinstance(out, list) else out[:0]
             most = BACKEND_CHUNK_IMAGES if self.micro_batch is None else self.micro_batch
             chunks = even_chunks(images, most) if most else (images,)
             return concat_batches([self._runner(chunk, output, shape) for chunk in chunks])
@@ -367,43 +367,3 @@ class Predictor:
             f"compile={self.compile!r}, channels_last={self.channels_last}, micro_batch={self.micro_batch}, "
             f"threads={self.threads or torch.get_num_threads()})"
         )
-
-
-def _check_options(
-    precision: str, backend: str, engine: str | None, compile: bool | str, on_cpu: bool, emulate_bf16: bool,
-    allow_emulated_bf16: bool,
-) -> tuple[bool | str, str | None]:
-    """Validate the Predictor's options; returns (compile mode or False, engine) as they apply."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if compile is True:
-        compile = "onednn-graph"
-    if compile and compile != "auto" and compile not in COMPILERS:
-        raise ValueError(
-            f"unknown compile mode {compile!r}; expected 'auto', True, False or one of {', '.join(COMPILERS)}"
-        )
-    if engine is not None and engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if precision == "bf16":
-        if backend == "onnxruntime":
-            raise ValueError("precision='bf16' is available with backend='torch' or 'openvino'")
-        if emulate_bf16 and not (allow_emulated_bf16 and backend == "torch"):
-            raise PrecisionNotSupportedError(
-                f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 (AVX512-BF16, "
-                "AVX-NE-CONVERT or AMX): bf16 kernels fall back to reference code here, many times slower than fp32. "
-                "Use precision='fp32', or allow_emulated_bf16=True for bf16 numerics emulated at fp32 speed "
-                "(to study accuracy, not for speed)"
-            )
-        if emulate_bf16 and compile and compile != "auto":
-            raise ValueError("emulated bf16 cannot be compiled")
-    if backend != "torch":
-        return False, None
-    fast = on_cpu and onednn_available() and not emulate_bf16
-    if engine == "onednn" and not fast:
-        raise ValueError("engine='onednn' needs a CPU model, a torch build with oneDNN and fp32 or native bf16")
-    if compile == "auto" and not fast:
-        compile = False
-    return compile, engine or ("onednn" if fast else "eager")
-
