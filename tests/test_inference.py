@@ -178,9 +178,12 @@ def test_features_only_model(backend, tmp_path):
     x = synthetic_input((5, 3, 128, 96))
     with torch.no_grad():
         expected = model(x)
-    maps = Predictor(model, backend=backend, micro_batch=2, input_size=(3, 128, 96), cache_dir=tmp_path)(x)
+    predictor = Predictor(model, backend=backend, micro_batch=2, input_size=(3, 128, 96), cache_dir=tmp_path)
+    maps = predictor(x)
     assert [m.shape for m in maps] == [e.shape for e in expected]
     assert max(relative_error(m, e) for m, e in zip(maps, expected)) <= RTOL
+    with pytest.raises(ValueError, match="no pooled embedding"):
+        predictor.embed(x)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

@@ -259,6 +259,8 @@ class Predictor:
 
     def embed(self, images: Tensor) -> Tensor:
         """Pooled pre-logits features (B, num_features), as ``forward_head(..., pre_logits=True)``."""
+        if not hasattr(self.model, "forward_head"):
+            raise ValueError("a features_only model has no pooled embedding; calling the predictor gives its maps")
         return self._run(images, "embed")
 
     def prepare(self, batch_sizes: Sequence[int], outputs: Sequence[str] = ("forward",), freeze: bool = True) -> None:
