@@ -8,7 +8,8 @@ from importlib.util import find_spec
 import pytest
 import torch
 
-from fastvit.runtime.export import ExportCheckError, export_model, export_onnx, export_torchscript
+from fastvit.cli.export import export_model
+from fastvit.runtime.export import ExportCheckError, export_onnx, export_torchscript
 
 from conftest import save_checkpoint, synthetic_model
 from synthetic_weights import synthetic_input

@@ -3,14 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from ..runtime.export import FORMATS
+from ..runtime.export import FORMATS, ExportResult
 from .common import image_side, positive
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    from ..runtime.export import export_model
+def export_model(
+    name: str,
+    format: str = "onnx",
+    out: str | os.PathLike[str] | None = None,
+    *,
+    checkpoint: str | None = None,
+    pretrained: bool = True,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    opset: int | None = None,
+    input_size: Sequence[int] | None = None,
+    batch_size: int = 1,
+    outputs: Sequence[str] | None = ("logits",),
+    **model_kwargs: Any,
+) -> ExportResult:
+    """``fastvit export NAME``: build the model (pretrained weights, or ``checkpoint``), export
+    it in ``format`` ('onnx', 'openvino' or 'torchscript') to ``out`` (default ``NAME.onnx``,
+    ``NAME.xml`` or ``NAME.pt``) and check the file."""
+    from ..models.registry import create_model
+    from ..runtime.backends.openvino import export_openvino
+    from ..runtime.export import SUFFIXES, check_opset, export_onnx, export_torchscript
+    from ..runtime.options import input_size_of
 
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    check_opset(opset)
+    model = create_model(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint,
+                         **model_kwargs).eval()
+    size = input_size_of(model, input_size, model.pretrained_cfg)
+    out = Path(out) if out else Path(f"{name}{SUFFIXES[format]}")
+    if format == "onnx":
+        return export_onnx(model, out, input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch,
+                           dynamic_size=dynamic_size, opset=opset, outputs=outputs)
+    if format == "openvino":
+        return export_openvino(model, out, input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch,
+                               dynamic_size=dynamic_size, outputs=outputs)
+    return export_torchscript(model, out, input_size=size, batch_size=batch_size, outputs=outputs)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
     result = export_model(
         args.model, args.format, args.out, checkpoint=args.checkpoint, dynamic_batch=args.dynamic_batch,
         dynamic_size=args.dynamic_size, opset=args.opset, batch_size=args.batch_size,

@@ -10,7 +10,6 @@ batch or size the check also runs at a batch and a size other than the export's.
 :func:`~fastvit.runtime.backends.openvino.export_openvino` converts the same graph to OpenVINO IR
 (``pip install 'fastvit[openvino]'``) and checks it with OpenVINO's CPU plugin in fp32.
 :func:`export_torchscript` traces the same graph and checks the reloaded file the same way.
-:func:`export_model` is the one-call form the ``fastvit export`` command uses.
 
 The ONNX exporter is torch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``):
 in torch 2.13 it handles dynamic batch and spatial size for every variant, attention included,
@@ -28,7 +27,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +38,7 @@ __all__ = [
     "ExportResult",
     "OptionalDependencyError",
     "check_onnx",
-    "export_model",
+    "check_opset",
     "export_onnx",
     "export_torchscript",
     "import_onnxruntime",
@@ -242,7 +240,7 @@ def export_onnx(
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"unknown exporter {exporter!r}; expected 'torchscript' or 'dynamo'")
-    _check_opset(opset)
+    check_opset(opset)
     if check:
         import_onnxruntime()  # fail before spending time on the export
     start = time.perf_counter()
@@ -280,7 +278,7 @@ def export_onnx(
     return result
 
 
-def _check_opset(opset: int | None) -> None:
+def check_opset(opset: int | None) -> None:
     if opset is not None and opset not in OPSETS:
         raise ValueError(f"ONNX opset {opset} is not supported; choose one from {OPSETS[0]} to {OPSETS[-1]}")
 
@@ -344,41 +342,3 @@ def export_torchscript(
             raise
     result.seconds = time.perf_counter() - start
     return result
-
-
-def export_model(
-    name: str,
-    format: str = "onnx",
-    out: str | os.PathLike[str] | None = None,
-    *,
-    checkpoint: str | None = None,
-    pretrained: bool = True,
-    dynamic_batch: bool = False,
-    dynamic_size: bool = False,
-    opset: int | None = None,
-    input_size: Sequence[int] | None = None,
-    batch_size: int = 1,
-    outputs: Sequence[str] | None = ("logits",),
-    **model_kwargs: Any,
-) -> ExportResult:
-    """``fastvit export NAME``: build the model (pretrained weights, or ``checkpoint``), export
-    it in ``format`` ('onnx', 'openvino' or 'torchscript') to ``out`` (default ``NAME.onnx``,
-    ``NAME.xml`` or ``NAME.pt``) and check the file."""
-    from ..models.registry import create_model
-
-    if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    _check_opset(opset)
-    model = create_model(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint,
-                         **model_kwargs).eval()
-    size = tuple(input_size or model.pretrained_cfg.get("input_size") or (3, 256, 256))
-    out = Path(out) if out else Path(f"{name}{SUFFIXES[format]}")
-    if format == "onnx":
-        return export_onnx(model, out, input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch,
-                           dynamic_size=dynamic_size, opset=opset, outputs=outputs)
-    if format == "openvino":
-        from .backends.openvino import export_openvino
-
-        return export_openvino(model, out, input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch,
-                               dynamic_size=dynamic_size, outputs=outputs)
-    return export_torchscript(model, out, input_size=size, batch_size=batch_size, outputs=outputs)
