@@ -57,7 +57,6 @@ def check_options(
     return compile, engine or ("onednn" if fast else "eager")
 
 
-
 def check_counts(micro_batch: int | None, streams: int | None, threads: int | None) -> None:
     for name, count, least in (("micro_batch", micro_batch, 0), ("streams", streams, 1), ("threads", threads, 1)):
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < least):

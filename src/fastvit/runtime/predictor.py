@@ -84,7 +84,6 @@ __all__ = [
 ]
 
 
-
 class Predictor:
     """A FastViT prepared for the fastest inference this machine offers, called like the model.
 
