@@ -21,10 +21,11 @@ MIN_IMAGES_PER_STREAM = 4
 """A batch is split across streams only when each gets at least this many images."""
 BACKEND_CHUNK_IMAGES = 4
 """ONNX Runtime and OpenVINO run the whole network on what they are given, and a large batch's
-activations leave the cache: the backends get a large batch in chunks of at most this many images.
-T8 at 256×256 on 2 cores, Predictor throughput in chunks of 4 against whole batches (alternating
-processes): batch 32 OpenVINO fp32 +4 to +9 %, bf16 +2 to +5 %, ONNX Runtime +12 to +14 %; batch 16
-−1 to +7 %, batch 8 within noise. Chunks of 2 or 8 were no better than 4."""
+activations leave the cache: the backends get a batch of more than twice this many images in chunks
+of at most this many. T8 at 256×256 on 2 cores, Predictor throughput in chunks of 4 against whole
+batches (alternating processes): batch 32 OpenVINO fp32 +4 to +9 %, bf16 +2 to +5 %, ONNX Runtime
++12 to +14 %; batch 16 −1 to +7 %; batch 8 −7 to +5 % (at 224×192 −6 to +1 %), so it runs whole.
+Chunks of 2 or 8 were no better than 4."""
 
 
 class _Tail(nn.Module):

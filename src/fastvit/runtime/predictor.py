@@ -110,9 +110,10 @@ class Predictor:
         threads: intra-op threads for torch (process-wide ``torch.set_num_threads``) and for
             ONNX Runtime and OpenVINO; None keeps torch's default (one per physical core).
         micro_batch: None (default) runs a large batch stage by stage, each stage in chunks
-            sized to its activations (see ``MICRO_BATCH_BYTES``), or with the ONNX Runtime and
-            OpenVINO backends in chunks of ``BACKEND_CHUNK_IMAGES``; an int runs the whole
-            network in chunks of that many images; 0 runs the batch as one.
+            sized to its activations (see ``MICRO_BATCH_BYTES``); the ONNX Runtime and OpenVINO
+            backends get a batch of more than twice ``BACKEND_CHUNK_IMAGES`` in chunks of that
+            many. An int runs the whole network in chunks of that many images; 0 runs the batch
+            as one.
         streams: split a batch of at least 4 images per stream into this many shares run in
             parallel, each with one intra-op thread; None: one stream per thread on CPU when
             stage-wise micro-batching is on, else 1.
@@ -304,7 +305,9 @@ class Predictor:
             if not images.shape[0]:  # OpenVINO kills the process on an empty batch (SIGFPE): shapes from one image
                 out = self._run(images.new_zeros(1, *images.shape[1:]), output)
                 return [maps[:0] for maps in out] if isinstance(out, list) else out[:0]
-            most = BACKEND_CHUNK_IMAGES if self.micro_batch is None else self.micro_batch
+            most = self.micro_batch
+            if most is None:
+                most = BACKEND_CHUNK_IMAGES if images.shape[0] > 2 * BACKEND_CHUNK_IMAGES else 0
             chunks = even_chunks(images, most) if most else (images,)
             return concat_batches([self._runner(chunk, output, shape) for chunk in chunks])
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
