@@ -25,3 +25,7 @@ class ImageLoadError(FastViTError):
         super().__init__(f"cannot load image {path!r}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class BackendError(FastViTError):
+    """A runtime (ONNX Runtime, OpenVINO) that cannot load or run the graph it was given."""

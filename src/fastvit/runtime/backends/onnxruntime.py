@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .cache import default_cache_dir, model_digest
+from ...errors import BackendError
+from .cache import cached_entry, default_cache_dir, model_digest
 
 __all__ = ["OrtRunner"]
 
@@ -37,27 +38,27 @@ class OrtRunner:
 
     def session_for(self, size: tuple[int, ...]):
         if size not in self.sessions:
-            from ..export import export_onnx
-
             names = "_".join(self.outputs or ("maps",))
             path = self.cache / "onnx" / f"{self.digest}-{'x'.join(map(str, size))}-{names}.onnx"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-                os.close(fd)
-                try:
-                    export_onnx(self.folded, tmp, input_size=size, dynamic_batch=True, outputs=self.outputs, fold=False)
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+            cached_entry([path], lambda: self._export(path, size))
             options = self.ort.SessionOptions()
             options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if self.threads:
                 options.intra_op_num_threads = self.threads
-            self.sessions[size] = self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            try:
+                self.sessions[size] = self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as error:  # onnxruntime's own exception types
+                raise BackendError(f"ONNX Runtime could not load {path}: {error}") from error
             self.path = path
         return self.sessions[size]
+
+    def _export(self, path: Path, size: tuple[int, ...]) -> None:
+        from ..export import export_onnx
+
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as scratch:
+            written = Path(scratch) / path.name
+            export_onnx(self.folded, written, input_size=size, dynamic_batch=True, outputs=self.outputs, fold=False)
+            os.replace(written, path)
 
     def __call__(
         self, images: Tensor, output: str, call: tuple[str, tuple[int, ...]] | None = None

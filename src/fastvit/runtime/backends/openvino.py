@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...errors import BackendError
 from ..compiling import CompiledShapes
 from ..export import (
     ExportCheckError,
@@ -27,7 +28,7 @@ from ..export import (
     example_input,
     prepare_graph,
 )
-from .cache import default_cache_dir, model_digest
+from .cache import cached_entry, default_cache_dir, model_digest
 
 __all__ = ["OpenVinoRunner", "export_openvino", "import_openvino", "shared_core"]
 
@@ -138,10 +139,13 @@ class OpenVinoRunner:
             self.config["INFERENCE_NUM_THREADS"] = threads
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.path = cache / "openvino" / f"{model_digest(folded)}-{'_'.join(outputs or ('maps',))}.xml"
-        if not self.path.exists():
-            export_openvino(folded, self.path, input_size=input_size, dynamic_batch=True, dynamic_size=True,
-                            outputs=outputs, fold=False)
-        self.graph = self.core.read_model(str(self.path))
+        cached_entry([self.path, self.path.with_suffix(".bin")], lambda: export_openvino(
+            folded, self.path, input_size=input_size, dynamic_batch=True, dynamic_size=True, outputs=outputs,
+            fold=False))
+        try:
+            self.graph = self.core.read_model(str(self.path))
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            raise BackendError(f"OpenVINO could not read {self.path}: {error}") from error
         self.shapes = shapes
         self.requests: dict[tuple[int, ...] | None, Any] = {}  # input shape (None: dynamic) -> infer request
 
