@@ -353,6 +353,7 @@ BAD_REQUESTS = {
     "form without a file": ("POST", "/v1/predict", b"--x--\r\n", "multipart/form-data; boundary=x", 400, "no file"),
     "raw body on the batch route": ("POST", "/v1/predict/batch", b"\xff\xd8", "image/jpeg", 415, "multipart"),
     "bad top_k": ("POST", "/v1/predict?top_k=0", b"\xff\xd8", "image/jpeg", 400, "top_k must be"),
+    "superscript top_k": ("POST", "/v1/predict?top_k=%C2%B2", b"\xff\xd8", "image/jpeg", 400, "top_k must be"),
     "bad flag": ("POST", "/v1/embed?normalize=maybe", b"\xff\xd8", "image/jpeg", 400, "normalize must be true"),
     "unknown route": ("GET", "/v2/predict", None, None, 404, "no such route"),
     "wrong method": ("GET", "/v1/predict", None, None, 405, "not allowed"),
@@ -383,6 +384,25 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_sent(servers):
     chunks = (b"\xff" * 65536 for _ in range(64))  # 4 MiB without a declared length
     status, answer = call_json(main_server, "POST", "/v1/predict", chunks, "image/jpeg")
     assert status == 413 and "limit of 1 MiB" in answer["reason"]
+    status, answer = call_json(main_server, "POST", "/v1/predict", (IMAGES / "chelsea.png").read_bytes(), "image/png")
+    assert status == 200 and len(answer["top_k"]) == 5
+
+
+def test_a_client_that_hangs_up_mid_upload_is_no_server_error(servers):
+    """A client gone before its body ended is logged as such, not as a failure with a traceback."""
+    main_server = servers["main"]
+    connection = http.client.HTTPConnection("127.0.0.1", main_server.port, timeout=30)
+    connection.putrequest("POST", "/v1/predict")
+    connection.putheader("Content-Type", "image/png")
+    connection.putheader("Content-Length", str(500_000))
+    connection.endheaders()
+    connection.send((IMAGES / "chelsea.png").read_bytes()[:20_000])
+    connection.close()
+    deadline = time.monotonic() + 30
+    while "client disconnected" not in main_server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = main_server.log.read_text()
+    assert "client disconnected during the upload" in log and "Traceback" not in log
     status, answer = call_json(main_server, "POST", "/v1/predict", (IMAGES / "chelsea.png").read_bytes(), "image/png")
     assert status == 200 and len(answer["top_k"]) == 5
 

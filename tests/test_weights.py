@@ -504,9 +504,11 @@ def test_pickled_code_is_refused_and_never_runs(write, refusal, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated"])
-def test_unreadable_files(content, tmp_path):
-    path = tmp_path / "broken.pth"
+@pytest.mark.parametrize("name", ["broken.pth", "broken.safetensors"])  # torch.load hands *.safetensors on
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated",
+                                     b"\x10\0\0\0\0\0\0\0xxxxxxxxxxxxxxxx"])
+def test_unreadable_files(content, name, tmp_path):
+    path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="not a PyTorch or safetensors weights file"):
         fastvit.create_model("fastvit_t8", checkpoint_path=path)

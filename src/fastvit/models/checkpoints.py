@@ -160,7 +160,7 @@ def _read_torch(path: Path) -> object:
             f"{path} is not a PyTorch or safetensors weights file that can be read safely"
             f" ({detail.group(0) if detail else first_line(error)}). {_SAFE_LOADING}"
         ) from error
-    except (RuntimeError, EOFError, KeyError, ValueError) as error:
+    except (RuntimeError, EOFError, KeyError, ValueError, SafetensorError) as error:  # torch.load reads *.safetensors
         raise CheckpointError(f"{path} is not a PyTorch or safetensors weights file: {first_line(error)}") from error
 
 

@@ -18,7 +18,7 @@ from .variants import VARIANTS, Variant
 
 
 def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
+    return [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", name.lower())]
 
 
 def _all_names(include_tags: bool) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -105,7 +105,8 @@ def create_app(settings: ServeSettings, service: ModelService | None = None,
         Route("/v1/embed", embed, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static"),
     ]
-    handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
+    handlers = {ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone,
+                Exception: _internal_error}
     paths = tuple(route.path for route in routes if isinstance(route, Route))
     gatekeeper = Middleware(Gatekeeper, api_key=settings.api_key, metrics=metrics, paths=paths,
                             open_paths=("/healthz",))
@@ -267,7 +268,7 @@ def _top_k_parameter(request: Request, service: ModelService) -> int:
         raise ApiError(409, "this model's outputs have no class names (start the server with --labels FILE); "
                             "its embeddings are at /v1/embed")
     text = request.query_params.get("top_k", str(DEFAULT_TOP_K))
-    if not text.isdigit() or not 1 <= int(text) <= service.num_classes:
+    if not text.isdecimal() or not 1 <= int(text) <= service.num_classes:
         raise ApiError(400, f"top_k must be a whole number from 1 to {service.num_classes}, got {text!r}")
     return int(text)
 
@@ -296,6 +297,12 @@ async def _http_error(request: Request, error: HTTPException) -> Response:
     else:
         reason = str(error.detail)
     return error_response(error.status_code, reason, error.headers)
+
+
+async def _client_gone(request: Request, error: ClientDisconnect) -> Response:
+    """The client closed the connection before its upload ended: nobody reads the answer."""
+    logger.info("%s %s: the client disconnected during the upload", request.method, request.url.path)
+    return error_response(400, "the client disconnected during the upload")
 
 
 async def _internal_error(request: Request, error: Exception) -> Response:

@@ -32,7 +32,7 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int, seve
             without a file or with more files than allowed.
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isdecimal() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     bounded = Request(request.scope, _bounded(request.receive, max_bytes))
