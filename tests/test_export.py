@@ -127,3 +127,16 @@ def test_openvino_ir_dynamic_batch_and_size(tmp_path):
     with pytest.raises(ExportCheckError, match="differs from PyTorch"):
         export_openvino(synthetic_model("fastvit_t8"), tmp_path / "bad.xml", input_size=(3, 64, 64), rtol=0.0)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["t8.bin", "t8.safetensors", "t8.xml"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_small_images_and_bad_sizes(tmp_path):
+    """A model takes images down to a few pixels, and the checks at another size stay valid for
+    them; sizes no model takes are refused before anything is traced."""
+    model = synthetic_model("fastvit_t8")
+    result = export_torchscript(model, tmp_path / "t8.pt", input_size=(3, 16, 16))
+    assert {c.shape for c in result.checks} == {(1, 3, 16, 16), (3, 3, 16, 16), (2, 3, 47, 49)} and result.max_relative_diff <= RTOL
+    for input_size, batch_size in (((3, 0, 64), 1), ((1, 64, 64), 1), ((3, 64), 1), ((3, 64, 64), 0)):
+        with pytest.raises(ValueError, match="input_size|batch_size"):
+            export_torchscript(model, tmp_path / "bad.pt", input_size=input_size, batch_size=batch_size)
+    assert not (tmp_path / "bad.pt").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import fastvit
@@ -366,6 +367,14 @@ def test_the_models_own_channel_count_and_empty_batches(backend, tmp_path):
             assert ours.shape == (0, *theirs.shape[1:])
         with pytest.raises(ValueError, match=r"expected a \(B, 1, H, W\) batch"):
             predictor(synthetic_input((2, 3, 64, 64)))
+        for not_a_batch in (Image.new("L", (64, 64)), x.numpy(), list(x)):
+            with pytest.raises(TypeError, match="float tensor"):
+                predictor(not_a_batch)
+        for integers in (x.to(torch.uint8), x.to(torch.int64)):  # unnormalised pixels: not transformed
+            with pytest.raises(TypeError, match="floating-point"):
+                predictor(integers)
+        with pytest.raises(ValueError, match="non-empty images"):
+            predictor(x[:, :, :0])
     with pytest.raises(ValueError, match="C = 1"):
         Predictor(model, backend=backend, input_size=(3, 224, 224), cache_dir=tmp_path)
 
@@ -373,7 +382,8 @@ def test_the_models_own_channel_count_and_empty_batches(backend, tmp_path):
 def test_bad_options_are_rejected():
     model = synthetic_model("fastvit_t8")
     for options in ({"precision": "fp16"}, {"backend": "tvm"}, {"engine": "xla"}, {"compile": "tensorrt"},
-                    {"micro_batch": -1}, {"micro_batch": 2.5}, {"streams": 0}, {"threads": "4"}):
+                    {"micro_batch": -1}, {"micro_batch": 2.5}, {"streams": 0}, {"threads": "4"},
+                    {"input_size": (3, 0, 64)}, {"input_size": (3, 64)}, {"input_size": (3, 64.0, 64)}):
         with pytest.raises(ValueError):
             Predictor(model, **options)
 

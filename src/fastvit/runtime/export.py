@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import FastViTError
+from .options import check_input_size
 
 __all__ = [
     "ExportCheckError",
@@ -171,7 +172,7 @@ def check_shapes(
     if dynamic_batch:
         shapes.append((batch + 2, (c, h, w)))
     if dynamic_size:
-        shapes.append((batch + 1 if dynamic_batch else batch, (c, h - 31, w + 33)))
+        shapes.append((batch + 1 if dynamic_batch else batch, (c, h - 31 if h > 62 else h + 31, w + 33)))
     return shapes
 
 
@@ -246,7 +247,7 @@ def export_onnx(
     start = time.perf_counter()
     reference = model.eval()
     wrapped, names = prepare_graph(model, fold, outputs)
-    input_size = tuple(input_size)
+    input_size = check_input_size(model, input_size, batch_size)
     example = example_input(batch_size, input_size, 0)
     opset = opset or DEFAULT_OPSET
     path = Path(path)
@@ -316,7 +317,7 @@ def export_torchscript(
     start = time.perf_counter()
     reference = model.eval()
     wrapped, names = prepare_graph(model, fold, outputs)
-    input_size = tuple(input_size)
+    input_size = check_input_size(model, input_size, batch_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():

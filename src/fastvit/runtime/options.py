@@ -3,6 +3,7 @@ counts, and the input size it is tuned for."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +13,7 @@ from .compiling import COMPILERS
 from .onednn import onednn_available
 from .precision import PRECISIONS, PrecisionNotSupportedError
 
-__all__ = ["BACKENDS", "ENGINES", "check_counts", "check_options", "input_size_of"]
+__all__ = ["BACKENDS", "ENGINES", "check_batch", "check_counts", "check_input_size", "check_options", "input_size_of"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 ENGINES = ("onednn", "eager")
@@ -59,8 +60,13 @@ def check_options(
 
 def check_counts(micro_batch: int | None, streams: int | None, threads: int | None) -> None:
     for name, count, least in (("micro_batch", micro_batch, 0), ("streams", streams, 1), ("threads", threads, 1)):
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < least):
-            raise ValueError(f"{name} must be a whole number of at least {least}, got {count!r}")
+        if count is not None:
+            _check_whole(name, count, least)
+
+
+def _check_whole(name: str, count: object, least: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}, got {count!r}")
 
 
 def input_size_of(model: nn.Module, input_size: Sequence[int] | None, pretrained_cfg: dict) -> tuple[int, ...]:
@@ -68,9 +74,32 @@ def input_size_of(model: nn.Module, input_size: Sequence[int] | None, pretrained
     model's channel count (a model made with ``in_chans=1`` keeps its weights' 3-channel config)."""
     channels = getattr(model, "in_chans", None)
     if input_size is not None:
-        size = tuple(input_size)
-        if len(size) != 3 or (channels is not None and size[0] != channels):
-            raise ValueError(f"input_size must be (C, H, W) with C = {channels or 'the model channels'}, got {size}")
-        return size
+        return check_input_size(model, input_size)
     size = tuple(pretrained_cfg.get("input_size") or (3, 256, 256))
     return (channels or size[0], *size[1:])
+
+
+def check_input_size(model: nn.Module, input_size: Sequence[int], batch_size: int = 1) -> tuple[int, int, int]:
+    """``input_size`` as a tuple, or a ValueError unless it is (C, H, W) of whole positive sizes with the
+    model's channel count (and ``batch_size`` a whole number of at least 1)."""
+    size = tuple(input_size)
+    channels = getattr(model, "in_chans", None)
+    if len(size) != 3 or (channels is not None and size[0] != channels):
+        raise ValueError(f"input_size must be (C, H, W) with C = {channels or 'the model channels'}, got {size}")
+    for name, count in zip(("channels", "height", "width"), size):
+        _check_whole(f"input_size's {name}", count, 1)
+    _check_whole("batch_size", batch_size, 1)
+    return tuple(int(count) for count in size)
+
+
+def check_batch(images: object, channels: int) -> None:
+    """A batch a Predictor runs: a floating-point (B, C, H, W) tensor of transformed images."""
+    expected = f"a (B, {channels}, H, W) batch"
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"expected {expected} as a float tensor, got {type(images).__name__} "
+                        "(predictor.transform turns a PIL image into one image's tensor)")
+    if not images.is_floating_point():
+        raise TypeError(f"expected {expected} of transformed (floating-point) images, got {images.dtype} "
+                        "(predictor.transform makes them from PIL images)")
+    if images.ndim != 4 or images.shape[1] != channels or 0 in images.shape[2:]:
+        raise ValueError(f"expected {expected} of non-empty images, got shape {tuple(images.shape)}")

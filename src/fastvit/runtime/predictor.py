@@ -67,7 +67,7 @@ from .compiling import (
 from .folds import fold_for_inference
 from .memory import keep_freed_memory
 from .onednn import from_onednn, to_onednn
-from .options import BACKENDS, ENGINES, check_counts, check_options, input_size_of
+from .options import BACKENDS, ENGINES, check_batch, check_counts, check_options, input_size_of
 from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
 
 __all__ = [
@@ -298,8 +298,7 @@ class Predictor:
         return sorted(self._shapes.admitted)
 
     def _run(self, images: Tensor, output: str, compile_now: bool = False):
-        if images.ndim != 4 or images.shape[1] != self.input_size[0]:
-            raise ValueError(f"expected a (B, {self.input_size[0]}, H, W) batch, got shape {tuple(images.shape)}")
+        check_batch(images, self.input_size[0])
         shape = (output, tuple(images.shape))
         if self._runner is not None:
             if not images.shape[0]:  # OpenVINO kills the process on an empty batch (SIGFPE): shapes from one image

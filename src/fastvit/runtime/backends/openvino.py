@@ -28,6 +28,7 @@ from ..export import (
     example_input,
     prepare_graph,
 )
+from ..options import check_input_size
 from .cache import cached_entry, default_cache_dir, model_digest
 
 __all__ = ["OpenVinoRunner", "export_openvino", "import_openvino", "shared_core"]
@@ -80,7 +81,7 @@ def export_openvino(
     start = time.perf_counter()
     reference = model.eval()
     wrapped, names = prepare_graph(model, fold, outputs)
-    input_size = tuple(input_size)
+    input_size = check_input_size(model, input_size, batch_size)
     channels, height, width = input_size
     shape = [-1 if dynamic_batch else batch_size, channels, *([-1, -1] if dynamic_size else [height, width])]
     with warnings.catch_warnings(), torch.no_grad():
