@@ -214,12 +214,32 @@ def test_a_short_job_never_waits_for_the_compiler(photos, checkpoint):
     job = make_job(checkpoint, Embedding(), batch_size=1)
     result = job.run_in_memory(good[:1] * (AUTO_COMPILE_CALLS + 2))
     assert result.stats.images == AUTO_COMPILE_CALLS + 2
-    assert job.forward.compiler.declined == {("forward", (1, 3, 256, 256))} and not job.forward.compiler.pieces
+    assert job.forward.compiled_shapes == [] and not job.forward.compiler.pieces
 
 
 # ----------------------------------------------------------------------------------------------
 # Stopping, resuming
 # ----------------------------------------------------------------------------------------------
+
+
+def test_a_resumed_job_computes_what_an_uninterrupted_one_does(photos, checkpoint, tmp_path, monkeypatch):
+    """Bit for bit, although compiled and uncompiled pieces differ in the last bits: whether a shape
+    compiles is decided from the whole job, not from the batches a run has left (a job of 4 batches
+    compiles; resumed with 2 left, it used to run them uncompiled)."""
+    monkeypatch.setattr(fastvit.runtime.predictor, "COMPILE_PAYBACK_CALLS", 4)
+    folder, good, _ = photos
+    inputs = [*good[:4], str(folder / "empty.jpg"), *good[4:7]]  # two chunks of two batches of 2, one image skipped
+
+    def embed(directory: Path, strict: bool = False) -> np.ndarray:
+        out = tmp_path / directory / "emb.npy"
+        job = make_job(checkpoint, Embedding(), batch_size=2, strict=strict)
+        job.run_to_files(inputs, NpyArrays({"embedding": out}, sidecar(out, "paths.csv")), JobFiles.for_output(out))
+        assert job.forward.compiled_shapes == [("forward", (2, 3, 256, 256))]
+        return np.load(out)
+
+    with pytest.raises(ImageLoadError):
+        embed(Path("resumed"), strict=True)  # stops at the empty file, chunk 0 committed
+    np.testing.assert_array_equal(embed(Path("resumed")), embed(Path("whole")))
 
 
 def test_strict_stops_at_first_bad_file_keeping_committed_chunks(photos, checkpoint, tmp_path):

@@ -91,6 +91,11 @@ class JobSettings:
     def chunk_count(self, input_count: int) -> int:
         return -(-input_count // self.chunk_size)
 
+    def batch_count(self, input_count: int, batch_size: int) -> int:
+        """Batches of the whole job (a batch never spans two chunks)."""
+        whole_chunks, last_chunk = divmod(input_count, self.chunk_size)
+        return whole_chunks * -(-self.chunk_size // batch_size) + -(-last_chunk // batch_size)
+
     def chunk_inputs(self, chunk: int, input_count: int) -> range:
         """The input positions of chunk ``chunk``."""
         return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, input_count))
@@ -256,7 +261,7 @@ class BatchJob:
             initial = resumed if ranks.world_size == 1 else 0  # a rank's bar counts its share only
             total = initial + self._input_count(mine, len(plan.paths))
             with self._progress_bar(total, initial, enabled=ranks.is_main) as bar:
-                stats = self._run_chunks(plan.paths, mine, store.commit, bar)
+                stats = self._run_chunks(plan.paths, mine, store.commit, bar, ranks.world_size)
             stats = _combined(stats, ranks)  # waits for every rank's chunks
         if not ranks.is_main:
             return None
@@ -304,10 +309,11 @@ class BatchJob:
         )
 
     def _run_chunks(
-        self, paths: Sequence[str], chunks: Sequence[int], commit: Callable[[ChunkResult], None], bar: tqdm
+        self, paths: Sequence[str], chunks: Sequence[int], commit: Callable[[ChunkResult], None], bar: tqdm,
+        world_size: int = 1,
     ) -> RunStats:
-        """Compute ``chunks`` of ``paths``, handing each finished chunk to ``commit`` on a
-        background thread (one chunk in flight, so memory stays bounded)."""
+        """Compute ``chunks`` of ``paths`` (this rank's share of ``world_size``), handing each finished
+        chunk to ``commit`` on a background thread (one chunk in flight, so memory stays bounded)."""
         options = self.options
         plan = plan_batches(chunks, self.settings, len(paths), options.batch_size)
         # Worker processes decode ahead of the model; with a single batch there is nothing to overlap
@@ -330,8 +336,9 @@ class BatchJob:
         with pixel_limit(self.settings.max_image_pixels), ThreadPoolExecutor(1, "fastvit-commit") as committer:
             in_flight: Future | None = None
             loaded = iter(loader)  # the decoding processes start, and decode ahead while the model compiles
-            if isinstance(self.forward, Predictor):
-                self.forward.expect(options.batch_size, len(plan))
+            if isinstance(self.forward, Predictor):  # from the whole job, so that a resumed run decides the same
+                job_batches = self.settings.batch_count(len(paths), options.batch_size) // world_size
+                self.forward.expect(min(options.batch_size, self.settings.chunk_size), job_batches)
             for planned, batch_shares in zip(plan, shares):
                 batch = LoadedBatch.joined([next(loaded) for _ in batch_shares])
                 if options.pin_memory:

@@ -65,7 +65,6 @@ class PieceCompiler:
     def __init__(self, mode: str, shapes: CompiledShapes):
         self.mode, self.shapes = mode, shapes
         self.pieces: dict[tuple, Callable] = {}
-        self.declined: set[tuple[str, tuple[int, ...]]] = set()  # call shapes "auto" never compiles
         self._runs: dict[tuple, int] = {}  # runs per piece key, for "auto"
         self._lock = threading.Lock()
 
@@ -81,11 +80,10 @@ class PieceCompiler:
         if compiled is not None:
             return compiled(x)
         if not now and self.mode == "auto":
-            if shape in self.declined:
-                return module(x)
-            if len(self._runs) > 4 * MAX_COMPILED_SHAPES * 64:  # counts of shapes that never compiled
-                self._runs.clear()
-            self._runs[key] = runs = self._runs.get(key, 0) + 1
+            with self._lock:  # streams run the same pieces: an unlocked count would make the compile time vary
+                if len(self._runs) > 4 * MAX_COMPILED_SHAPES * 64:  # counts of shapes that never compiled
+                    self._runs.clear()
+                self._runs[key] = runs = self._runs.get(key, 0) + 1
             if runs < AUTO_COMPILE_CALLS:
                 return module(x)
         with self._lock:

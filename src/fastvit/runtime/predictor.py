@@ -283,14 +283,16 @@ class Predictor:
     def expect(self, batch_size: int, calls: int, output: str = "forward") -> None:
         """Say that about ``calls`` calls of ``batch_size`` images at ``input_size`` are coming (a
         batch job knows). With ``compile="auto"``, that shape is compiled now if so many calls repay
-        it (``COMPILE_PAYBACK_CALLS``), else never: a short job neither stalls on the compiler
-        halfway through nor pays for compiling what it will hardly use."""
+        it (``COMPILE_PAYBACK_CALLS``), else never, and no other shape compiles afterwards: a short
+        job neither stalls on the compiler halfway through nor pays for compiling what it will hardly
+        use, and every call's result depends on its shape alone, not on the calls before it (compiled
+        and uncompiled pieces differ in the last bits), so a resumed job computes what an
+        uninterrupted one does."""
         if self.compiler is None or self.compile != "auto":
             return
         if calls >= COMPILE_PAYBACK_CALLS:
-            self.prepare([batch_size], outputs=(output,), freeze=False)
-        else:
-            self.compiler.declined.add((output, (batch_size, *self.input_size)))
+            self.prepare([batch_size], outputs=(output,))
+        self._shapes.freeze()
 
     @property
     def compiled_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
