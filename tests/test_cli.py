@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pty
+import shutil
 import signal
 import struct
 import subprocess
@@ -205,6 +206,35 @@ def test_errors_are_one_line_with_an_exit_code(photos, checkpoint, capsys, tmp_p
     command = arguments[0]
     assert returned == code
     assert err.count("\n") == 1 and err.startswith(f"fastvit {command}: ") and message.format(**fill) in err
+
+
+def test_a_job_where_no_image_loads_still_writes_its_outputs(photos, checkpoint, capsys, tmp_path):
+    """Exit 1, the reasons in the errors file, and outputs with no rows (the .npy used to fail and
+    leave a job that no rerun could finish)."""
+    folder, _, _ = photos
+    for out in (tmp_path / "emb.npy", tmp_path / "table.parquet"):
+        for _ in range(2):  # and a rerun finds it done
+            code, printed, err = run(capsys, "embed", f"{folder}/notes.jpg", "--checkpoint", str(checkpoint),
+                                     "--out", str(out))
+            assert code == 1 and "Traceback" not in err, (printed, err)
+        if out.suffix == ".npy":
+            assert np.load(out).shape == (0, 768)
+            assert (tmp_path / "emb.paths.csv").read_text().splitlines() == ["path"]
+        else:
+            assert pytest.importorskip("pyarrow.parquet").read_table(out).num_rows == 0
+        assert read_csv(out.with_name(out.stem + ".errors.csv"))[1][1] == "not an image format Pillow can read"
+
+
+def test_a_file_name_parquet_cannot_hold_is_refused_before_any_work(photos, checkpoint, capsys, tmp_path):
+    """Parquet strings are UTF-8; the job used to fail only when writing, after computing everything."""
+    _, good, _ = photos
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png")  # Latin-1 bytes
+    shutil.copy(good[0], odd)
+    code, _, err = run(capsys, "predict", odd, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.parquet"))
+    assert code == 2 and err.count("\n") == 1 and "caf\\xe9.png: a file name that is not UTF-8" in err
+    assert not (tmp_path / "p.parts").exists()
+    code, _, _ = run(capsys, "predict", odd, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.csv"))
+    assert code == 0 and (tmp_path / "p.csv").read_bytes().splitlines()[1].startswith(os.fsencode(odd))
 
 
 BAD_ARGUMENTS = {

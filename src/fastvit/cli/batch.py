@@ -209,7 +209,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if width == 0:
         raise FastViTError("--projected needs a model with a head; this checkpoint has none")
     if suffix == ".npy":
-        writer = NpyArrays({"embedding": out}, sidecar(out, "paths.csv"))
+        writer = NpyArrays({"embedding": out}, sidecar(out, "paths.csv"), {"embedding": (width,)})
     else:
         writer = EmbeddingsParquet(out, width)
     job = _batch_job(args, model, Embedding(projected=args.projected, normalize=args.normalize))

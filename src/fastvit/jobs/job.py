@@ -279,6 +279,7 @@ class BatchJob:
         files: JobFiles, overwrite: bool,
     ) -> _Plan:
         paths = collect_inputs(sources, files_from)
+        writer.check_inputs(paths)
         identity = self.settings.identity(paths)
         record = read_record(files.record)
         outputs_exist = all(path.exists() for path in (*writer.files(), files.errors))

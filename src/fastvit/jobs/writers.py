@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -32,6 +33,9 @@ class ResultsWriter(Protocol):
 
     def files(self) -> tuple[Path, ...]: ...
 
+    def check_inputs(self, paths: Sequence[str]) -> None:
+        """Raise FastViTError, before anything is computed, for inputs whose results cannot be written."""
+
     def write(self, store: ChunkStore, paths: Sequence[str]) -> None: ...
 
 
@@ -47,7 +51,7 @@ def _prediction_rows(
 
 
 @dataclass(frozen=True)
-class PredictionsCsv:
+class PredictionsCsv(ResultsWriter):
     """One row per image: ``path, index_1, label_1, probability_1, ..., probability_k``."""
 
     path: Path
@@ -67,7 +71,7 @@ class PredictionsCsv:
 
 
 @dataclass(frozen=True)
-class PredictionsJsonl:
+class PredictionsJsonl(ResultsWriter):
     """One JSON object per line: ``{"path", "indices", "labels", "probabilities"}``."""
 
     path: Path
@@ -88,16 +92,30 @@ def _require_pyarrow() -> None:
         raise FastViTError("writing Parquet needs pyarrow: pip install 'fastvit[parquet]'")
 
 
-def _write_parquet(path: Path, schema, tables: Iterator) -> None:
-    import pyarrow.parquet as pq
+class _ParquetWriter(ResultsWriter):
+    path: Path
 
-    with replaced_atomically(path) as temporary, pq.ParquetWriter(temporary, schema) as writer:
-        for table in tables:
-            writer.write_table(table)
+    def check_inputs(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+                raise FastViTError(
+                    f"{shown}: a file name that is not UTF-8 cannot go in a Parquet string column; rename it, or "
+                    "write .csv, .jsonl or .npy, which keep the name's bytes"
+                ) from None
+
+    def _write(self, schema, tables: Iterator) -> None:
+        import pyarrow.parquet as pq
+
+        with replaced_atomically(self.path) as temporary, pq.ParquetWriter(temporary, schema) as writer:
+            for table in tables:
+                writer.write_table(table)
 
 
 @dataclass(frozen=True)
-class PredictionsParquet:
+class PredictionsParquet(_ParquetWriter):
     """Columns ``path`` (string), ``indices`` (list<int64>), ``labels`` (list<string>),
     ``probabilities`` (list<float32>); one row group per chunk."""
 
@@ -128,11 +146,11 @@ class PredictionsParquet:
                     "probabilities": chunk.arrays.get("probabilities", np.zeros((0, 0), np.float32)).tolist(),
                 }, schema=schema)
 
-        _write_parquet(self.path, schema, tables())
+        self._write(schema, tables())
 
 
 @dataclass(frozen=True)
-class EmbeddingsParquet:
+class EmbeddingsParquet(_ParquetWriter):
     """Columns ``path`` (string) and ``embedding`` (fixed_size_list<float32>[D]); one row group
     per chunk."""
 
@@ -157,16 +175,17 @@ class EmbeddingsParquet:
                 chunk_paths = [paths[p] for p in chunk.positions.tolist()]
                 yield pa.table({"path": chunk_paths, "embedding": embedding}, schema=schema)
 
-        _write_parquet(self.path, schema, tables())
+        self._write(schema, tables())
 
 
 @dataclass(frozen=True)
-class NpyArrays:
+class NpyArrays(ResultsWriter):
     """Each output array as one ``.npy`` matrix (row ``i`` for the ``i``-th image that loaded, in
     input order) and ``index``: a CSV with the ``path`` of each row."""
 
     arrays: Mapping[str, Path]  # output name -> .npy file
     index: Path
+    row_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # when known: for a job with no rows
 
     def files(self) -> tuple[Path, ...]:
         return (*self.arrays.values(), self.index)
@@ -191,8 +210,9 @@ class NpyArrays:
             for name, temporary in temporaries.items():
                 if name in matrices:
                     matrices.pop(name).flush()  # and unmapped, before the file is synced and renamed
-                else:  # no image loaded: the row shape is unknown
-                    np.save(temporary, np.zeros((0,), np.float32))
+                else:  # no image loaded
+                    with open(temporary, "wb") as file:  # given a name, np.save would add ".npy" to it
+                        np.save(file, np.zeros((0, *self.row_shapes.get(name, ())), np.float32))
 
 
 def write_errors(path: Path, store: ChunkStore, paths: Sequence[str]) -> int:
