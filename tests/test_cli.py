@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from fastvit.cli import main
@@ -235,6 +236,22 @@ def test_a_file_name_parquet_cannot_hold_is_refused_before_any_work(photos, chec
     assert not (tmp_path / "p.parts").exists()
     code, _, _ = run(capsys, "predict", odd, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.csv"))
     assert code == 0 and (tmp_path / "p.csv").read_bytes().splitlines()[1].startswith(os.fsencode(odd))
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_pixel_limit_below_the_models_input_refuses_only_larger_files(photos, checkpoint, capsys, tmp_path, workers):
+    """The limit is checked when a file is opened: Pillow's global limit also applies to crops, so
+    the transform's 256x256 crop of a 2x2 image was refused (or warned about) under a low limit."""
+    _, good, _ = photos
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (2, 2), (200, 30, 30)).save(tiny)
+    out = tmp_path / "preds.csv"
+    code, _, err = run(capsys, "predict", good[0], str(tiny), "--checkpoint", str(checkpoint), "--out", str(out),
+                       "--max-image-pixels", "1000", "--workers", workers)
+    assert code == 0 and "Traceback" not in err and "Warning" not in err, err
+    assert [row[0] for row in read_csv(out)[1:]] == [str(tiny)]
+    assert read_csv(tmp_path / "preds.errors.csv")[1] == [good[0], "refused as a possible decompression bomb "
+                                                                    "(over the limit of 1000 pixels)"]
 
 
 BAD_ARGUMENTS = {

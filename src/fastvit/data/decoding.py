@@ -72,13 +72,14 @@ class ImageDecoder:
     see :mod:`fastvit.data.decoding`).
 
     :attr:`to_float` turns a batch of those (:func:`stack_images`) into what the whole transform
-    gives per image. Raises :class:`~fastvit.errors.ImageLoadError` for a file that cannot be read.
+    gives per image. Raises :class:`~fastvit.errors.ImageLoadError` for a file that cannot be read
+    or has more than ``max_pixels`` pixels (as :func:`load_image` counts them).
     """
 
-    def __init__(self, transform: Compose, decode: str = "exact"):
+    def __init__(self, transform: Compose, decode: str = "exact", max_pixels: int | None = None):
         if decode not in DECODE_MODES:
             raise ValueError(f"unknown decode mode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
-        self.decode = decode
+        self.decode, self.max_pixels = decode, max_pixels
         self.per_image, self.to_float = split_per_batch(transform)
         steps = self.per_image.transforms
         self._resize_at = next((i for i, step in enumerate(steps) if isinstance(step, _PLANNED_STEPS)), len(steps))
@@ -93,9 +94,9 @@ class ImageDecoder:
 
     def __call__(self, source: ImageSource) -> Tensor:
         if self.decode == "exact":
-            return self.per_image(load_image(source))
+            return self.per_image(load_image(source, self.max_pixels))
         steps = self.per_image.transforms
-        with ImageReader(source) as reader:
+        with ImageReader(source, self.max_pixels) as reader:
             plan = steps[self._resize_at].plan(*reader.size)
             image = reader.decode(min_size=reduced_size_needed(plan, reader.size))
         resized = resize_reduced(image, plan, reader.size, reader.reduction, self._tensor_ok)
@@ -107,11 +108,13 @@ class ImageDecoder:
         return f"{type(self).__name__}(decode={self.decode!r}, transform={self.per_image!r})"
 
 
-def create_decoder(data_config: Mapping[str, Any], decode: str = "exact", **transform_options: Any) -> ImageDecoder:
+def create_decoder(
+    data_config: Mapping[str, Any], decode: str = "exact", max_pixels: int | None = None, **transform_options: Any
+) -> ImageDecoder:
     """The :class:`ImageDecoder` of ``create_transform(**data_config, **transform_options)``:
     ``data_config`` from :func:`resolve_data_config`, and for training ``is_training=True`` with
     the augmentation options (``scale``, ``hflip``, ``generator`` ...)."""
-    return ImageDecoder(create_transform(**{**data_config, **transform_options}), decode)
+    return ImageDecoder(create_transform(**{**data_config, **transform_options}), decode, max_pixels)
 
 
 def stack_images(images: Sequence[Tensor]) -> Tensor:

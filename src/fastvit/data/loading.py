@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
@@ -51,11 +52,12 @@ _WHITE_LEVEL = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO
 """An image file: a path, the file's bytes, or a binary file object (an upload, say)."""
 
+_PILLOW_LIMIT_LOCK = threading.Lock()
 _QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations whose upright image swaps width and height
 T = TypeVar("T")
 
 
-def load_image(path: ImageSource) -> Image.Image:
+def load_image(path: ImageSource, max_pixels: int | None = None) -> Image.Image:
     """Open an image file (a path, its bytes, or a binary file object) as a fully decoded RGB
     ``PIL.Image``.
 
@@ -65,15 +67,16 @@ def load_image(path: ImageSource) -> Image.Image:
     scaled from 0..65535 to 0..255, and float images (``F``) from 0..1 to 0..255, instead of
     being clipped. CMYK uses Pillow's plain conversion (ICC profiles are not applied).
 
-    Pillow's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``) stays on and is enforced
-    strictly: any image over the limit is refused, not only those over twice the limit.
+    An image of more than ``max_pixels`` pixels is refused as a possible decompression bomb (``None``:
+    Pillow's own limit, ``PIL.Image.MAX_IMAGE_PIXELS``; 0: no limit), strictly: Pillow itself only
+    warns below twice its limit.
 
     Raises:
         ImageLoadError: the file is missing, unreadable, empty, not an image, truncated or corrupt,
             or too large; the one-line message names the file (``<bytes>`` or the file object's
             name for data not read from a path) and the reason.
     """
-    with ImageReader(path) as reader:
+    with ImageReader(path, max_pixels) as reader:
         return reader.decode()
 
 
@@ -85,10 +88,13 @@ class ImageReader:
         with ImageReader("photo.jpg") as reader:
             image = reader.decode(min_size=(600, 400))  # a JPEG may come out at 1/2, 1/4 or 1/8 scale
 
-    Raises :class:`ImageLoadError` (when opening, or from :meth:`decode`) as :func:`load_image` does.
+    Raises :class:`ImageLoadError` (when opening, or from :meth:`decode`) as :func:`load_image` does,
+    with its ``max_pixels``.
     """
 
-    def __init__(self, source: ImageSource):
+    def __init__(self, source: ImageSource, max_pixels: int | None = None):
+        self.max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels or None
+        """The pixel limit, checked when the file is opened (None: no limit)."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.name, self._source = "<bytes>", io.BytesIO(source)
         elif hasattr(source, "read"):
@@ -112,7 +118,14 @@ class ImageReader:
 
     def _open(self) -> tuple[Image.Image, bool]:
         """The opened file (header read, no pixels yet) and whether it is stored a quarter turn from upright."""
-        file = Image.open(self._source)
+        # Pillow reads its limit from a global, in open() and in crop(): set for the opening only, so
+        # that a low limit does not refuse the crops of the transforms that follow.
+        with _PILLOW_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, self.max_pixels
+            try:
+                file = Image.open(self._source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
         try:
             return file, file.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
         except Exception:
@@ -138,7 +151,7 @@ class ImageReader:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 return step(*args)
         except Exception as exc:  # Pillow's decoders raise many exception types on corrupt files
-            raise ImageLoadError(self.name, _load_failure_reason(self._source, exc)) from exc
+            raise ImageLoadError(self.name, _load_failure_reason(self._source, exc, self.max_pixels)) from exc
 
     def __enter__(self) -> ImageReader:
         return self
@@ -147,11 +160,10 @@ class ImageReader:
         self._file.__exit__(*exc_info)  # closes a file Pillow opened; the decoded pixels stay
 
 
-def _load_failure_reason(source: str | BinaryIO, exc: Exception) -> str:
+def _load_failure_reason(source: str | BinaryIO, exc: Exception, max_pixels: int | None) -> str:
     """A short, one-line explanation of why ``load_image`` failed."""
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        limit = Image.MAX_IMAGE_PIXELS
-        return f"refused as a possible decompression bomb (over PIL.Image.MAX_IMAGE_PIXELS = {limit} pixels)"
+        return f"refused as a possible decompression bomb (over the limit of {max_pixels} pixels)"
     if isinstance(exc, FileNotFoundError):
         return "no such file"
     if isinstance(exc, IsADirectoryError):

@@ -56,7 +56,7 @@ from ..runtime.devices import Ranks, decided_by_main, process_group
 from ..runtime.predictor import Predictor
 from .inputs import collect_inputs
 from .outputs import Forward, OutputKind
-from .pipeline import ImageFiles, LoadedBatch, chunk_result, collate, init_worker, pixel_limit, split_evenly
+from .pipeline import ImageFiles, LoadedBatch, chunk_result, collate, init_worker, split_evenly
 from .store import ChunkResult, ChunkStore, JobFiles, read_record, write_record
 from .writers import ResultsWriter, write_errors
 
@@ -322,19 +322,19 @@ class BatchJob:
         # share of each batch, so the first one is ready after a share rather than after all of it.
         workers = options.workers if len(plan) > 1 else 0
         shares = [split_evenly(batch.positions, workers) for batch in plan]
-        decoder = create_decoder(self.settings.data_config, self.settings.decode)
+        decoder = create_decoder(self.settings.data_config, self.settings.decode, self.settings.max_image_pixels or 0)
         loader = DataLoader(
             ImageFiles(paths, decoder),
             batch_sampler=[share for batch_shares in shares for share in batch_shares],
             num_workers=workers,
             collate_fn=collate,
-            worker_init_fn=partial(init_worker, self.settings.max_image_pixels),
+            worker_init_fn=init_worker,
             prefetch_factor=options.prefetch_batches if workers else None,
         )
         stats = RunStats()
         started = time.perf_counter()
         finished_batches: list[tuple[LoadedBatch, dict[str, np.ndarray]]] = []
-        with pixel_limit(self.settings.max_image_pixels), ThreadPoolExecutor(1, "fastvit-commit") as committer:
+        with ThreadPoolExecutor(1, "fastvit-commit") as committer:
             in_flight: Future | None = None
             loaded = iter(loader)  # the decoding processes start, and decode ahead while the model compiles
             if isinstance(self.forward, Predictor):  # from the whole job, so that a resumed run decides the same

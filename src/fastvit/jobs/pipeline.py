@@ -5,14 +5,12 @@ an exception in a worker."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -20,8 +18,7 @@ from ..data import ImageDecoder, stack_images
 from ..errors import ImageLoadError
 from .store import ChunkResult
 
-__all__ = ["WORKER_NICENESS", "ImageFiles", "LoadedBatch", "chunk_result", "collate", "init_worker", "pixel_limit",
-           "split_evenly"]
+__all__ = ["WORKER_NICENESS", "ImageFiles", "LoadedBatch", "chunk_result", "collate", "init_worker", "split_evenly"]
 
 
 class _PathTable:
@@ -109,20 +106,9 @@ it waits for images. Not the lowest (19): next to other busy processes, decoders
 (measured with two CPU-bound neighbours on 2 cores: 1/7 of the speed at 19, 4/5 at 10)."""
 
 
-def init_worker(max_image_pixels: int | None, worker_id: int) -> None:
-    Image.MAX_IMAGE_PIXELS = max_image_pixels
+def init_worker(worker_id: int) -> None:
     if hasattr(os, "nice"):  # not on Windows
         os.nice(WORKER_NICENESS)
-
-
-@contextmanager
-def pixel_limit(max_image_pixels: int | None) -> Iterator[None]:
-    """Pillow's decompression-bomb limit (a global) set for the inputs decoded in this process."""
-    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_image_pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def chunk_result(chunk: int, batches: list[tuple[LoadedBatch, dict[str, np.ndarray]]]) -> ChunkResult:
