@@ -712,6 +712,17 @@ def test_decoders_refuse_bad_files_and_modes_alike(tmp_path):
                 decoder(bad)
             reasons.append(str(info.value))
         assert reasons[0] == reasons[1]
+    thin = io.BytesIO()
+    Image.new("RGB", (1, 20_000)).save(thin, "PNG")  # 100 bytes; resized for the crop: 284 x 5.7 million
+    for decoder in decoders:
+        with pytest.raises(ImageLoadError, match=r"too elongated: 1x20000 pixels would be resized to 284x5680000"):
+            decoder(thin.getvalue())
+    square = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(square, "PNG")
+    for decoder in (create_decoder(config, mode, max_pixels=3) for mode in ("exact", "fast")):
+        with pytest.raises(ImageLoadError, match=r"decompression bomb \(over the limit of 3 pixels\)"):
+            decoder(square.getvalue())
+    assert create_decoder(config, max_pixels=4)(square.getvalue()).shape == (3, 256, 256)  # the crop: no limit
     with pytest.raises(ValueError, match="unknown decode mode 'draft'"):
         create_decoder(config, "draft")
     with pytest.raises(ValueError, match="needs a transform that starts with"):

@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .loading import ImageReader, ImageSource, load_image
+from ..errors import ImageLoadError
+from .loading import ImageReader, ImageSource
 from .presets import create_transform
 from .transforms import (
     RESAMPLING,
@@ -61,7 +62,11 @@ DECODE_MODES = ("exact", "fast")
 REDUCTION_MARGIN = 2
 """A reduced image keeps at least this many pixels per output pixel, both ways, before the final filter."""
 
+MAX_RESIZED_PIXELS = 1 << 26
+"""The largest image a transform's resize may make (64 Mpx, 192 MB in RGB), whatever the size of the file:
+a 1x10000 PNG of 125 bytes, its shorter side resized to 284 for the crop, would take 2.4 GB."""
 _PLANNED_STEPS = (Resize, ResizeKeepRatio, RandomResizedCrop)
+_WHOLE_IMAGE_STEPS = (Resize, ResizeKeepRatio)  # whose output grows with the image's aspect ratio
 _TORCH_FILTERS = ("bilinear", "bicubic")  # what torch interpolates in uint8 with antialiasing
 _SINGLE_STEP_FILTERS = ("nearest", "box")  # resized without Pillow's reduce() step first
 
@@ -93,11 +98,16 @@ class ImageDecoder:
         self._tensor_ok = all(isinstance(step, (CenterCrop, ToUint8Tensor)) for step in after)
 
     def __call__(self, source: ImageSource) -> Tensor:
-        if self.decode == "exact":
-            return self.per_image(load_image(source, self.max_pixels))
         steps = self.per_image.transforms
         with ImageReader(source, self.max_pixels) as reader:
-            plan = steps[self._resize_at].plan(*reader.size)
+            resize = steps[self._resize_at] if self._resize_at < len(steps) else None
+            # planned once: a random crop's plan draws from its generator
+            plan = resize.plan(*reader.size) if self.decode == "fast" or isinstance(resize, _WHOLE_IMAGE_STEPS) else None
+            if plan is not None and plan.size[0] * plan.size[1] > MAX_RESIZED_PIXELS:
+                raise ImageLoadError(reader.name, f"too elongated: {reader.size[0]}x{reader.size[1]} pixels would be "
+                                                  f"resized to {plan.size[0]}x{plan.size[1]} before the crop")
+            if self.decode == "exact":
+                return self.per_image(reader.decode())
             image = reader.decode(min_size=reduced_size_needed(plan, reader.size))
         resized = resize_reduced(image, plan, reader.size, reader.reduction, self._tensor_ok)
         for step in steps[self._resize_at + 1 :]:
