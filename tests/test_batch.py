@@ -242,6 +242,34 @@ def test_a_resumed_job_computes_what_an_uninterrupted_one_does(photos, checkpoin
     np.testing.assert_array_equal(embed(Path("resumed")), embed(Path("whole")))
 
 
+def test_a_damaged_chunk_is_computed_again(photos, checkpoint, tmp_path):
+    """A committed chunk damaged from outside: an emptied file is found when the job resumes and computed
+    again; one whose bytes were overwritten is found when the outputs are written, removed, and the
+    rerun computes it."""
+    folder, good, _ = photos
+    inputs = [*good[:4], str(folder / "empty.jpg"), *good[4:7]]
+    out = tmp_path / "emb.npy"
+    writer, files = NpyArrays({"embedding": out}, sidecar(out, "paths.csv")), JobFiles.for_output(out)
+    job = make_job(checkpoint, Embedding(), batch_size=2)
+    chunk = files.parts / "chunk-00000000.npz"
+    with pytest.raises(ImageLoadError):
+        replace(job, options=replace(job.options, strict=True)).run_to_files(inputs, writer, files)
+    chunk.write_bytes(b"")
+    assert job.run_to_files(inputs, writer, files).resumed == 0
+    expected = np.load(out)
+
+    out.unlink()
+    with pytest.raises(ImageLoadError):
+        replace(job, options=replace(job.options, strict=True)).run_to_files(inputs, writer, files)
+    data = bytearray(chunk.read_bytes())
+    data[200:260] = bytes(60)
+    chunk.write_bytes(data)
+    with pytest.raises(FastViTError, match="chunk-00000000.npz was damaged .* run the same command again"):
+        job.run_to_files(inputs, writer, files)
+    job.run_to_files(inputs, writer, files)
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
 def test_strict_stops_at_first_bad_file_keeping_committed_chunks(photos, checkpoint, tmp_path):
     folder, good, _ = photos
     empty = str(folder / "empty.jpg")

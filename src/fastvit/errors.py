@@ -1,6 +1,11 @@
 """Exceptions raised by fastvit. The command line turns each into a one-line message."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 class FastViTError(Exception):
     """Base class of every error fastvit raises on purpose."""
 

@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import FastViTError
+from ..errors import FastViTError, first_line
 from ..files import replaced_atomically, write_json_atomically
 
 __all__ = ["ChunkResult", "ChunkStore", "JobFiles", "read_record", "sidecar", "write_record"]
@@ -89,6 +91,11 @@ class ChunkStore:
         if job_file.exists():
             stored = json.loads(job_file.read_text(encoding="utf-8"))
             if stored == identity:
+                for index in self.committed():  # damaged from outside (a full disk, a bad copy): computed again
+                    try:
+                        zipfile.ZipFile(self._chunk_path(index)).close()
+                    except (OSError, zipfile.BadZipFile):
+                        self._chunk_path(index).unlink(missing_ok=True)
                 return self.committed()
             if not overwrite:
                 changed = sorted(key for key in identity.keys() | stored.keys() if identity.get(key) != stored.get(key))
@@ -120,8 +127,22 @@ class ChunkStore:
     def committed(self) -> set[int]:
         return {int(match[1]) for p in self.directory.iterdir() if (match := _CHUNK_NAME.fullmatch(p.name))}
 
+    @contextmanager
+    def _opened(self, index: int) -> Iterator[Any]:
+        """The arrays of committed chunk ``index``; a damaged chunk is removed, with an error that says
+        a rerun computes it again."""
+        path = self._chunk_path(index)
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                yield stored
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            path.unlink(missing_ok=True)
+            raise FastViTError(
+                f"{path} was damaged ({first_line(error)}) and is now removed; run the same command again to compute it"
+            ) from error
+
     def read(self, index: int) -> ChunkResult:
-        with np.load(self._chunk_path(index), allow_pickle=False) as stored:
+        with self._opened(index) as stored:
             return ChunkResult(
                 index=index,
                 positions=stored["positions"],
@@ -139,7 +160,7 @@ class ChunkStore:
         """How many inputs loaded, over all committed chunks (reads only their positions)."""
         total = 0
         for index in self.committed():
-            with np.load(self._chunk_path(index), allow_pickle=False) as stored:
+            with self._opened(index) as stored:
                 total += len(stored["positions"])
         return total
 

@@ -25,8 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
-from ..errors import CheckpointError
-from .hub import first_line
+from ..errors import CheckpointError, first_line
 
 __all__ = [
     "FUSED_MARKER",

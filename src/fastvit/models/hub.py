@@ -14,9 +14,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..errors import CheckpointError, WeightsUnavailableError
+from ..errors import CheckpointError, WeightsUnavailableError, first_line
 
-__all__ = ["HUB_WEIGHT_FILES", "LOCAL_FILE_HINT", "download_from_hub", "first_line", "read_hub_config",
+__all__ = ["HUB_WEIGHT_FILES", "LOCAL_FILE_HINT", "download_from_hub", "read_hub_config",
            "resolve_weights_file", "split_hub_id"]
 
 PathLike = str | os.PathLike[str]
@@ -116,10 +116,6 @@ def _unavailable_message(
 
 def _at(revision: str | None) -> str:
     return f" at revision {revision!r}" if revision else ""
-
-
-def first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _model_label(cfg: Mapping) -> str:
