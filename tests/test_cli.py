@@ -209,6 +209,15 @@ def test_errors_are_one_line_with_an_exit_code(photos, checkpoint, capsys, tmp_p
     assert err.count("\n") == 1 and err.startswith(f"fastvit {command}: ") and message.format(**fill) in err
 
 
+def test_an_output_name_taken_by_a_folder_is_refused_up_front(photos, checkpoint, capsys, tmp_path):
+    _, good, _ = photos
+    (tmp_path / "emb.npy").mkdir()
+    code, _, err = run(capsys, "embed", good[0], "--checkpoint", str(checkpoint), "--out", str(tmp_path / "emb.npy"))
+    in_the_way = f"--out {tmp_path / 'emb.npy'}: a folder of that name is in the way of the output file"
+    assert code == 2 and err == f"fastvit embed: error: {in_the_way}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["emb.npy"]
+
+
 def test_a_job_where_no_image_loads_still_writes_its_outputs(photos, checkpoint, capsys, tmp_path):
     """Exit 1, the reasons in the errors file, and outputs with no rows (the .npy used to fail and
     leave a job that no rerun could finish)."""

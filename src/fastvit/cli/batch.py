@@ -100,6 +100,8 @@ def _run_in_memory(args: argparse.Namespace, job, paths: Sequence[str]):
 def _output_suffix(out: Path, formats: Sequence[str]) -> str:
     if out.suffix.lower() not in formats:
         raise FastViTError(f"--out {out}: unknown output format; expected a name ending in {', '.join(formats)}")
+    if out.is_dir():
+        raise FastViTError(f"--out {out}: a folder of that name is in the way of the output file")
     return out.suffix.lower()
 
 

@@ -45,8 +45,8 @@ def match_classes(folders: Sequence[str], model_classes: Sequence[str] | None, n
         index = {name: position for position, name in enumerate(model_classes)}
         unknown = [name for name in folders if name not in index]
         if unknown:
-            shown = ", ".join(model_classes[:6]) + (", ..." if len(model_classes) > 6 else "")
-            raise FastViTError(f"folder {unknown[0]!r} is not one of the model's classes ({shown})")
+            shown = ", ".join(map(repr, model_classes[:6])) + (", ..." if len(model_classes) > 6 else "")
+            raise FastViTError(f"class {unknown[0]!r} of the data is not one of the model's classes ({shown})")
         return [index[name] for name in folders]
     if num_classes == IMAGENET_CLASSES:
         synsets = {synset: position for position, synset in enumerate(imagenet_synsets())}
