@@ -4,6 +4,7 @@ validation against a plain eval loop, and the weights a run writes used by predi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -434,7 +435,7 @@ def test_two_gloo_processes(digits, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_validate_equals_a_plain_eval_loop(trained, digits, tmp_path, capsys):
+def test_validate_equals_a_plain_eval_loop(trained, digits, tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "validate", digits, "--checkpoint", trained / "best.safetensors", "--json",
                              "--out", tmp_path / "report", "--batch-size", "5")
     assert code == 0, err
@@ -464,6 +465,15 @@ def test_validate_equals_a_plain_eval_loop(trained, digits, tmp_path, capsys):
     fast = json.loads(out)
     assert code == 0 and fast["images"] == 12 and fast["top1"] == result["top1"], err
     assert fast["loss"] == pytest.approx(result["loss"], rel=0.05)  # resized by torch, not Pillow
+    monkeypatch.setenv("FASTVIT_CACHE", str(tmp_path / "cache"))
+    for backend in ("onnxruntime", "openvino"):
+        if importlib.util.find_spec(backend) is None:
+            continue
+        code, out, err = run_cli(capsys, "validate", digits, "--checkpoint", trained / "best.safetensors", "--json",
+                                 "--backend", backend)
+        other = json.loads(out)
+        assert code == 0 and (other["images"], other["top1"], other["top5"]) == (12, result["top1"], result["top5"])
+        assert other["loss"] == pytest.approx(result["loss"], rel=1e-5), backend
 
 
 def test_synset_folders_are_imagenet_classes(checkpoint, tmp_path, capsys):

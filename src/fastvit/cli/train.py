@@ -10,6 +10,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ..errors import FastViTError
+from ..runtime.predictor import BACKENDS
 from ..runtime.predictor import PRECISIONS as INFERENCE_PRECISIONS
 from .common import (
     EXIT_BAD_INPUTS,
@@ -242,7 +243,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     result = validate_folder(model, args.folder, batch_size=args.batch_size, workers=args.workers,
-                             device=args.device, precision=args.precision, decode=args.decode)
+                             device=args.device, precision=args.precision, decode=args.decode, backend=args.backend)
     evaluation = result.evaluation
     written = write_reports(Path(args.out), evaluation, result.classes, result.model_classes) if args.out else []
     if not evaluation.images:
@@ -291,6 +292,7 @@ def add_commands(commands) -> None:
                           help="image decoding processes (default: the CPUs)")
     validate.add_argument("--device", type=device, help="cpu, cuda, cuda:N (default: a GPU if any, else cpu)")
     validate.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="fp32", help="default fp32")
+    validate.add_argument("--backend", choices=BACKENDS, default="torch", help="runtime (default torch)")
     add_decode_option(validate)
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
     validate.add_argument("--out", metavar="DIR", help="write per_class.csv, confusion.csv and confusion.png here")

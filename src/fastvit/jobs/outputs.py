@@ -83,10 +83,10 @@ def make_forward(
     model: nn.Module, precision: str = "fp32", backend: str = "torch", device: str | torch.device = "cpu"
 ) -> Forward:
     """The model call of a batch job, for the ``--precision`` / ``--backend`` / ``--device`` flags:
-    the fast :class:`~fastvit.runtime.predictor.Predictor` on the CPU or with ONNX Runtime, else the fused
+    the fast :class:`~fastvit.runtime.predictor.Predictor` on the CPU or another runtime, else the fused
     model on the device."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if torch.device(device).type == "cpu" or backend == "onnxruntime":
+    if torch.device(device).type == "cpu" or backend != "torch":  # the other runtimes run on the CPU
         return Predictor(model, precision=precision, backend=backend, inplace=True)
     return TorchForward(model, precision, device)

@@ -258,11 +258,12 @@ def validate_folder(
     device: torch.device | None = None,
     precision: str = "fp32",
     decode: str = "exact",
+    backend: str = "torch",
 ) -> FolderValidation:
     """Validate ``model`` (its weights' eval transform and class names, see :func:`match_classes`)
     on ``folder/<class>/*``, ``folder/val/<class>/*`` or the rows of a CSV list (see
-    :func:`~fastvit.train.datasets.find_validation_data`), with a :class:`Predictor` (the model is
-    folded in place: pass a model you no longer train)."""
+    :func:`~fastvit.train.datasets.find_validation_data`), with a :class:`Predictor` on ``backend``
+    (the model is folded in place: pass a model you no longer train)."""
     classes, split = find_validation_data(folder)
     names = model.pretrained_cfg.get("label_names")
     targets = match_classes(classes, names, model.num_classes)
@@ -275,7 +276,10 @@ def validate_folder(
     workers = default_workers() if workers is None else workers
     loader = make_loader(LabelledImages(split, decoder), EpochOrder(len(split), 0, Ranks(), shuffle=False, pad=False),
                          batch_size, workers, pin_memory=device.type == "cuda")
-    predictor = Predictor(model.to(device), precision=precision, input_size=data_config["input_size"], inplace=True)
+    if backend != "torch":  # ONNX Runtime and OpenVINO run on the CPU
+        device = torch.device("cpu")
+    predictor = Predictor(model.to(device), precision=precision, backend=backend, input_size=data_config["input_size"],
+                          inplace=True)
     predictor.expect(batch_size, len(loader))
     evaluation = evaluate(predictor, loader, targets, model.num_classes, decoder.to_float)
     skipped = {split.paths[index]: reason for index, reason in evaluation.failures}
