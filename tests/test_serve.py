@@ -153,8 +153,10 @@ def servers(tmp_path_factory, checkpoint):
             server.wait_until_ready(workers=2 if name == "guarded" else 1)
         yield started
     finally:
-        for server in started.values():
-            if server.process.poll() is None:
+        for server in started.values():  # SIGTERM: with SIGKILL, worker processes outlive their supervisor
+            try:
+                server.stop()
+            except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
 
@@ -469,6 +471,24 @@ def test_worker_processes_share_the_port_and_stop_on_sigterm(servers):
     assert guarded.stop() == 0
     log = guarded.log.read_text()
     assert len(set(re.findall(r"Finished server process \[(\d+)\]", log))) == 2 and "Traceback" not in log
+
+
+def test_worker_processes_stop_when_their_supervisor_is_killed(checkpoint, tmp_path):
+    """Killed with SIGKILL, the supervisor cannot stop its workers: they stop by themselves (they used
+    to go on answering on the port, holding it against the next server)."""
+    server = start(tmp_path / "orphans.log", checkpoint, "--workers", "2", "--max-batch-size", "1", "--threads", "1")
+    server.wait_until_ready(workers=2)
+    workers = [int(pid) for pid in set(re.findall(r"Started server process \[(\d+)\]", server.log.read_text()))]
+    assert len(workers) == 2
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, f"orphaned workers still running:\n{server.log.read_text()}"
+        time.sleep(0.2)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    assert "supervisor process" in server.log.read_text()
 
 
 def test_a_full_queue_answers_503_with_retry_after(servers):

@@ -11,6 +11,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -33,6 +35,8 @@ SHUTDOWN_GRACE_S = 5
 """Seconds a stopping server gives requests in flight beyond the request timeout."""
 WORKER_HEALTHCHECK_S = 60
 """Seconds a worker process may take to answer its supervisor (building a model can take a while)."""
+ORPHAN_CHECK_S = 1.0
+"""How often a worker process looks whether its supervisor is still there."""
 OPENMP_SPIN_COUNT = "10000"
 """How long (``GOMP_SPINCOUNT`` spins, a fraction of a millisecond) an idle OpenMP thread of the
 model spins before it sleeps; GNU OpenMP's default spins for milliseconds."""
@@ -75,7 +79,7 @@ def serve(settings: ServeSettings) -> None:
         else:
             del service  # it only proved that the model loads: each worker builds its own
             model_thread.shutdown()
-            app = partial(create_app, settings)
+            app = partial(_worker_app, settings)
         config = uvicorn.Config(
             app, factory=settings.workers > 1, workers=settings.workers, log_config=log_config,
             access_log=settings.access_log, lifespan="on", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
@@ -89,6 +93,22 @@ def serve(settings: ServeSettings) -> None:
                 uvicorn.Server(config).run(sockets=[sock])
         else:
             Multiprocess(config, sockets=[sock]).run()
+
+
+def _worker_app(settings: ServeSettings):
+    """The app of one worker process (built there), which stops as on SIGTERM once its supervisor is
+    gone: killed with SIGKILL, the supervisor cannot stop it, and an orphaned worker would go on
+    answering on the port, holding it against the next server."""
+    supervisor = os.getppid()
+
+    def stop_when_orphaned() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(ORPHAN_CHECK_S)
+        logger.info("the supervisor process %d is gone: stopping", supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_orphaned, name="fastvit-orphan-watch", daemon=True).start()
+    return create_app(settings)
 
 
 def listen(host: str, port: int) -> socket.socket:
