@@ -37,6 +37,23 @@ def test_unknown_names_suggest_close_ones(name, expected):
         fastvit.create_model(name)
 
 
+def test_create_model_takes_what_timms_scripts_pass():
+    """timm's create_model leaves out None keyword arguments (train.py passes its unset options) and
+    takes pretrained_cfg (a tag or a dict), scriptable, exportable and no_jit."""
+    unset = dict(num_classes=None, global_pool=None, in_chans=None, drop_path_rate=None, drop_block_rate=None,
+                 out_indices=None, scriptable=None, exportable=True, no_jit=True)
+    with torch.device("meta"):
+        model = fastvit.create_model("fastvit_t8", **unset)
+        assert model.num_classes == 1000 and model.global_pool == "avg"
+        assert fastvit.create_model("fastvit_t8", features_only=True, out_indices=None).feature_info.out_indices == (
+            0, 1, 2, 3)
+        distilled = fastvit.create_model("fastvit_t8", pretrained_cfg="apple_dist_in1k")
+        assert distilled.pretrained_cfg["tag"] == "apple_dist_in1k"
+        assert fastvit.create_model("fastvit_t8", pretrained_cfg={"crop_pct": 1.0}).pretrained_cfg["crop_pct"] == 1.0
+        overlaid = fastvit.create_model("fastvit_t8", pretrained_cfg_overlay={"test_input_size": (3, 320, 320)})
+    assert fastvit.resolve_data_config(model=overlaid, use_test_size=True)["input_size"] == (3, 320, 320)
+
+
 def test_pretrained_cfg_is_timms():
     cfg = fastvit.create_model("fastvit_t8").pretrained_cfg
     assert cfg["architecture"] == "fastvit_t8" and cfg["tag"] == "apple_in1k"
@@ -81,6 +98,10 @@ def test_features_only_selection_and_info():
     assert model.feature_info.channels() == [96, 384]
     assert model.feature_info.reduction() == [8, 32]
     assert model.feature_info.module_name() == ["stages.1", "stages.3"]
+    assert model.feature_info.get_dicts(keys=["num_chs", "reduction"]) == [  # how detection libraries ask
+        {"num_chs": 96, "reduction": 8}, {"num_chs": 384, "reduction": 32}]
+    assert model.feature_info.get_dicts(idx=0) == {"num_chs": 48, "reduction": 4, "module": "stages.0", "index": 0}
+    assert model.feature_info.from_other((0,)).channels() == [48] and model.feature_info.get("index") == [1, 3]
     x = torch.randn(1, 3, 256, 256)
     assert [tuple(m.shape[1:]) for m in model(x)] == [T8_MAPS[1], T8_MAPS[3]]
     assert [m.shape[1] for m in fastvit.create_model("fastvit_t8", features_only=True, out_indices=2)(x)] == [192, 384]

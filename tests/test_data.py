@@ -519,6 +519,10 @@ def test_resolve_data_config_precedence():
     assert config["input_size"] == (3, 192, 192)
     assert resolve_data_config({"img_size": 320}, model=model)["input_size"] == (3, 320, 320)
     assert resolve_data_config({"input_size": (3, 128, 160)}, model=model)["input_size"] == (3, 128, 160)
+    grey = resolve_data_config({"input_size": (1, 64, 64), "mean": (0.5,), "std": (0.25,)}, model=model)
+    assert (grey["mean"], grey["std"]) == ((0.5,), (0.25,))  # as in timm, the input size gives the channels
+    with pytest.raises(ValueError, match="expected 1 or 1 normalisation values"):
+        resolve_data_config({"input_size": (1, 64, 64), "mean": (0.5, 0.5, 0.5)}, model=model)
 
 
 def test_resolve_data_config_test_size():

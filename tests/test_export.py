@@ -8,6 +8,7 @@ from importlib.util import find_spec
 import pytest
 import torch
 
+import fastvit
 from fastvit.cli.export import export_model
 from fastvit.runtime.export import ExportCheckError, export_onnx, export_torchscript
 
@@ -140,3 +141,19 @@ def test_small_images_and_bad_sizes(tmp_path):
         with pytest.raises(ValueError, match="input_size|batch_size"):
             export_torchscript(model, tmp_path / "bad.pt", input_size=input_size, batch_size=batch_size)
     assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
+def test_torch_jit_script_as_timms_models_allow(name):
+    """torch.jit.script compiles the model, fused or not, features_only too (timm's FastViT scripts;
+    ours failed on class annotations made strings by `from __future__ import annotations`)."""
+    x = synthetic_input((2, 3, 64, 96))
+    for model in (synthetic_model(name), synthetic_model(name, features_only=True)):
+        for form in (model, fastvit.reparameterize(model)):
+            scripted = torch.jit.script(form)
+            with torch.no_grad():
+                expected, actual = form(x), scripted(x)
+            if isinstance(expected, torch.Tensor):
+                expected, actual = [expected], [actual]
+            assert all(torch.equal(ours, theirs) for ours, theirs in zip(expected, actual, strict=True))

@@ -40,9 +40,12 @@ def resolve_data_config(
     """
     args = {key: value for key, value in (args or {}).items() if value is not None}
     cfg = dict(pretrained_cfg) if pretrained_cfg else _model_pretrained_cfg(model)
-    in_chans = args.get("in_chans", args.get("chans", DEFAULT_INPUT_SIZE[0]))
+    in_chans = args.get("chans", args.get("in_chans", DEFAULT_INPUT_SIZE[0]))
+    input_size = _resolve_input_size(args, cfg, in_chans, use_test_size)
+    if "input_size" in args:  # as in timm, a given input size sets the channels
+        in_chans = input_size[0]
     config = {
-        "input_size": _resolve_input_size(args, cfg, in_chans, use_test_size),
+        "input_size": input_size,
         "interpolation": args.get("interpolation") or cfg.get("interpolation") or DEFAULT_INTERPOLATION,
         "mean": _resolve_stats(args.get("mean"), cfg.get("mean"), IMAGENET_DEFAULT_MEAN, in_chans),
         "std": _resolve_stats(args.get("std"), cfg.get("std"), IMAGENET_DEFAULT_STD, in_chans),

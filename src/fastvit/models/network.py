@@ -149,6 +149,8 @@ def feature_take_indices(num_features: int, indices: int | Sequence[int] | None 
 class FastVit(nn.Module):
     """FastViT (arXiv 2303.14189) and the MobileCLIP image towers built on it."""
 
+    __jit_unused_properties__ = ["default_cfg"]  # torch.jit.script compiles the forward only
+
     def __init__(
         self,
         arch: Architecture,
@@ -301,8 +303,12 @@ class FeatureInfo:
     """Channels, reductions and module names of the feature maps a features_only model returns."""
 
     def __init__(self, entries: list[dict], out_indices: Sequence[int]):
-        self.info = [dict(entry) for entry in entries]
+        self.info = [{"index": position, **entry} for position, entry in enumerate(entries)]
         self.out_indices = tuple(out_indices)
+
+    def from_other(self, out_indices: Sequence[int]) -> FeatureInfo:
+        """The same maps, another selection."""
+        return FeatureInfo(self.info, out_indices)
 
     def get(self, key: str, idx: int | Sequence[int] | None = None):
         if idx is None:
@@ -320,8 +326,14 @@ class FeatureInfo:
     def module_name(self, idx=None):
         return self.get("module", idx)
 
-    def get_dicts(self) -> list[dict]:
-        return [self.info[i] for i in self.out_indices]
+    def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None):
+        """The entries of the selected maps (or of ``idx``), whole or only their ``keys``."""
+        def entry(i: int) -> dict:
+            return self.info[i] if keys is None else {key: self.info[i][key] for key in keys}
+
+        if isinstance(idx, int):
+            return entry(idx)
+        return [entry(i) for i in (self.out_indices if idx is None else idx)]
 
     def __getitem__(self, item: int) -> dict:
         return self.info[item]
@@ -337,6 +349,8 @@ class FastVitFeatures(nn.Module):
     """``features_only=True``: the stem and the stages up to the last requested one, returning
     the raw stage outputs. Modules are named ``stem_0 … stages_N`` as in timm's FeatureListNet,
     so state dicts match timm's."""
+
+    __jit_unused_properties__ = ["default_cfg"]
 
     def __init__(self, model: FastVit, out_indices: Sequence[int] = (0, 1, 2, 3)):
         super().__init__()

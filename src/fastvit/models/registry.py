@@ -86,16 +86,6 @@ def get_pretrained_cfg(name: str) -> dict:
 
 HF_HUB_PREFIX = "hf-hub:"
 """Model names starting with this name a Hugging Face Hub repo: ``hf-hub:org/name[@revision]``."""
-_WEIGHT_SOURCE_KEYS = ("file", "hf_hub_revision", "hf_hub_filename")
-"""Overlay keys that pick other weights: a local file, a Hub revision, a Hub file name."""
-
-
-def _apply_overlay(cfg: dict, overlay: dict | None) -> dict:
-    for key, value in (overlay or {}).items():
-        if key not in cfg and key not in _WEIGHT_SOURCE_KEYS:
-            raise ValueError(f"unknown pretrained_cfg_overlay key {key!r}; known: {', '.join(cfg)}")
-        cfg[key] = value
-    return cfg
 
 
 def _hub_pretrained_cfg(hub_id: str, cache_dir: str | os.PathLike[str] | None) -> tuple[Variant, dict]:
@@ -127,11 +117,13 @@ def _hub_pretrained_cfg(hub_id: str, cache_dir: str | os.PathLike[str] | None) -
 def create_model(
     model_name: str,
     pretrained: bool = False,
+    pretrained_cfg: str | dict | None = None,
     pretrained_cfg_overlay: dict | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    features_only: bool = False,
-    out_indices: Sequence[int] | int = (0, 1, 2, 3),
+    scriptable: bool | None = None,
+    exportable: bool | None = None,
+    no_jit: bool | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a FastViT by timm name, e.g. ``create_model("fastvit_t8.apple_in1k", pretrained=True)``.
@@ -153,12 +145,22 @@ def create_model(
     trained with (input size, mean, std, crop). Any published FastViT
     layout loads, strictly; the model is built on the meta device and takes the file's tensors.
     Fused (reparameterized) weights give a fused model; ``inference_mode=True`` folds unfused ones.
+
+    As in timm, keyword arguments that are None are left out (scripts pass their unset options),
+    ``pretrained_cfg`` is a tag or a dict over the default tag's cfg, and ``scriptable``,
+    ``exportable`` and ``no_jit`` are accepted (FastViT has no layer they would change).
     """
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    features_only = kwargs.pop("features_only", False)
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     if model_name.startswith(HF_HUB_PREFIX):
         variant, cfg = _hub_pretrained_cfg(model_name[len(HF_HUB_PREFIX):], cache_dir)
+    elif isinstance(pretrained_cfg, str):
+        variant = get_variant(model_name)
+        cfg = get_pretrained_cfg(f"{variant.name}.{pretrained_cfg}")
     else:
-        variant, cfg = get_variant(model_name), get_pretrained_cfg(model_name)
-    cfg = _apply_overlay(cfg, pretrained_cfg_overlay)
+        variant, cfg = get_variant(model_name), {**get_pretrained_cfg(model_name), **(pretrained_cfg or {})}
+    cfg = {**cfg, **(pretrained_cfg_overlay or {})}
     if checkpoint_path:  # weights written by fastvit train name their classes and preprocessing
         from .checkpoints import trained_cfg
 

@@ -43,13 +43,10 @@ class ReparamBlock(nn.Module):
     implement ``branch_kernel_bias``.
     """
 
-    branch_names: tuple[str, ...] = ()
-    in_chs: int
-    out_chs: int
-    kernel_size: int
-    stride: int = 1
-    groups: int = 1
-    reparam_conv: nn.Conv2d | None
+    # Not annotated: TorchScript cannot read class annotations made strings by ``from __future__``.
+    branch_names = ()  # names of the train-time branch modules
+    stride = 1
+    groups = 1
 
     def make_reparam_conv(self) -> nn.Conv2d:
         return nn.Conv2d(
