@@ -532,6 +532,20 @@ def test_openvino_backend(openvino_cache):
 
 
 @needs_openvino
+def test_openvino_backend_compiles_what_a_job_expects(openvino_cache):
+    """The static compilations follow expect() as the torch backend's compiled shapes do: the
+    expected shape when enough calls repay it, and no other afterwards."""
+    model, x = synthetic_model("fastvit_t8"), synthetic_input((2, 3, 64, 64))
+    short = Predictor(model, backend="openvino", input_size=(3, 64, 64), cache_dir=openvino_cache)
+    short.expect(2, COMPILE_PAYBACK_CALLS - 1)
+    assert relative_error(short(x), reference(model, x)) <= RTOL and short.compiled_shapes == []
+    long = Predictor(model, backend="openvino", input_size=(3, 64, 64), cache_dir=openvino_cache)
+    long.expect(2, COMPILE_PAYBACK_CALLS)
+    long(x[:1])
+    assert long.compiled_shapes == [("forward", (2, 3, 64, 64))]
+
+
+@needs_openvino
 @needs_native_bf16
 def test_openvino_backend_in_bf16(openvino_cache):
     model = synthetic_model("fastvit_sa12")

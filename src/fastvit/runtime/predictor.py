@@ -287,8 +287,8 @@ class Predictor:
         job neither stalls on the compiler halfway through nor pays for compiling what it will hardly
         use, and every call's result depends on its shape alone, not on the calls before it (compiled
         and uncompiled pieces differ in the last bits), so a resumed job computes what an
-        uninterrupted one does."""
-        if self.compiler is None or self.compile != "auto":
+        uninterrupted one does. The OpenVINO backend's static compilations follow the same rule."""
+        if self.backend != "openvino" and (self.compiler is None or self.compile != "auto"):
             return
         if calls >= COMPILE_PAYBACK_CALLS:
             self.prepare([batch_size], outputs=(output,))
