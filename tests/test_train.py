@@ -24,7 +24,9 @@ from safetensors.torch import load_file
 import fastvit
 from fastvit.cli import main
 from fastvit.data.augment import RAND_AUGMENT_OPS, RandAugment, RandomErasing, augment_op
+from fastvit.errors import FastViTError
 from fastvit.runtime.precision import bf16_is_native
+from fastvit.train.config import TrainConfig
 from fastvit.train.datasets import find_training_data
 from fastvit.train.recipe import MixupCutmix, ModelEma, WarmupCosine, layer_ids, parameter_groups
 
@@ -278,6 +280,18 @@ def _layouts(root: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+@pytest.mark.parametrize("option", [
+    {"batch_size": 0}, {"grad_accum": 0}, {"epochs": -1}, {"lr": -1}, {"lr": 0}, {"label_smoothing": 2},
+    {"input_size": (0, 0)}, {"scale": (1.0, 0.5)}, {"mixup": -1}, {"model_ema_decay": 2.0}, {"warmup_epochs": -1},
+    {"workers": -1}, {"val_split": 1.0}, {"epochs": 2.5},
+])
+def test_train_config_refuses_what_cannot_train(option, tmp_path):
+    """The API checks what the CLI's parser checks, before a run starts (these used to fail deep in torch
+    or PIL, or train a distorted schedule)."""
+    with pytest.raises(FastViTError, match=next(iter(option))):
+        TrainConfig(out=str(tmp_path / "run"), data="digits", **option)
+
+
 def test_bad_data_fails_in_one_line(tmp_path, capsys):
     for case, (arguments, message) in _layouts(tmp_path).items():
         code, out, err = run_cli(capsys, "train", *arguments, "--out", tmp_path / "run", *FAST)
@@ -406,13 +420,41 @@ def test_resume_refuses_other_classes_or_model(trained, digits, tmp_path, capsys
     more = tmp_path / "more"
     shutil.copytree(digits, more)
     shutil.copytree(more / "train" / "2", more / "train" / "7")
+    described = {name: (run / name).read_bytes() for name in ("classes.txt", "val.csv", "config.json")}
     code, _, err = run_cli(capsys, "train", more, "--resume", run)
     assert code == 2 and err == ("fastvit train: error: the data's classes differ from the run's (new: 7): "
                                  "train a new run with --out\n")
+    assert {name: (run / name).read_bytes() for name in described} == described  # refused: nothing rewritten
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "5")
+    assert code == 2 and "--epochs cannot change" in err  # not the default, not the run's: refused
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--model", "fastvit_t8")
+    assert code == 0, err  # the run's own options, typed out again
     config["model"] = "fastvit_s12"
     (run / "config.json").write_text(json.dumps(config))
     code, _, err = run_cli(capsys, "train", "--resume", run)
     assert code == 2 and err == "fastvit train: error: the run was trained with model fastvit_t8, not fastvit_s12\n"
+
+
+def test_a_run_of_the_default_model_resumes(digits, tmp_path, capsys):
+    """Without --model, the run's model name was the parser's default object, which last.pt pickled
+    and the weights-only loader then refused: such a run could not be resumed."""
+    run = tmp_path / "default"
+    flags = [flag for flag in FAST if flag not in ("--model", "fastvit_t8")]
+    assert run_cli(capsys, "train", digits, "--out", run, "--epochs", "1", *flags)[0] == 0
+    code, out, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_unreadable_files_that_leave_a_class_or_the_validation_empty(digits, tmp_path, capsys):
+    """The class and validation checks look at the images that can be read."""
+    for emptied in ("train/2", "val"):
+        data = tmp_path / emptied.replace("/", "-")
+        shutil.copytree(digits, data)
+        for image in (data / emptied).rglob("*.png"):
+            image.write_bytes(b"")
+        code, _, err = run_cli(capsys, "train", data, "--out", tmp_path / "run", "--epochs", "1", *FAST)
+        assert code == 2 and ("class '2'" in err if emptied == "train/2" else "none of the validation images" in err)
+        assert not (tmp_path / "run").exists()
 
 
 def test_two_gloo_processes(digits, tmp_path, capsys):

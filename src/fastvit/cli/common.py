@@ -147,8 +147,8 @@ def model_name(model: str, checkpoint: str | None) -> str:
     if isinstance(model, _DefaultModel) and checkpoint:
         from ..models.checkpoints import METADATA_MODEL, read_metadata
 
-        return read_metadata(checkpoint).get(METADATA_MODEL, model)
-    return model
+        model = read_metadata(checkpoint).get(METADATA_MODEL, model)
+    return str(model)  # a plain str: it is pickled into a run's last.pt, read back with weights_only
 
 
 def load_model(args: argparse.Namespace, **kwargs):

@@ -76,17 +76,17 @@ def _config(args: argparse.Namespace):
         given["precision"] = _amp_precision(args.device)
     if args.resume is None:
         return TrainConfig(out=args.out, **given | {"model": model_name(args.model, args.checkpoint)})
-    defaults = TrainConfig(out=args.resume)
+    # The options given: those off their defaults (the parser cannot tell a default typed out from one left out)
+    defaults, run = TrainConfig(out=args.resume), TrainConfig.of_run(Path(args.resume))
     changed = [name for name, value in given.items() if value != getattr(defaults, name)]
-    fixed = [name for name in changed if name not in CHANGEABLE_ON_RESUME]
+    fixed = [name for name in changed if name not in CHANGEABLE_ON_RESUME and given[name] != getattr(run, name)]
     if fixed:
         options = ", ".join(_FLAGS.get(name, "--" + name.replace("_", "-")) for name in fixed)
         raise FastViTError(
             f"--resume continues {args.resume} with the options it was started with (its config.json); "
             f"{options} cannot change (only DATA, --workers, --device and --quiet can)"
         )
-    run = TrainConfig.of_run(Path(args.resume))
-    return replace(run, **{name: given[name] for name in changed})
+    return replace(run, **{name: given[name] for name in changed if name in CHANGEABLE_ON_RESUME})
 
 
 def _amp_precision(chosen) -> str:
@@ -107,8 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     on_gpu = (args.device or default_device(ranks.local_rank)).type == "cuda"
     with process_group(ranks, "nccl" if on_gpu else "gloo"):
         trainer = Trainer(config, resume=args.resume is not None, ranks=ranks,
-                          progress=not config.quiet and sys.stderr.isatty(),
-                          log=(lambda message: None) if config.quiet else print)
+                          progress=not config.quiet and sys.stderr.isatty())
         summary = trainer.fit()
     if ranks.is_main and not config.quiet and summary.metrics:
         print(f"best top-1 {summary.best_top1:.2f}% at epoch {summary.best_epoch}: {summary.out / 'best.safetensors'} "

@@ -4,6 +4,7 @@ repeated, and read back to resume one."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,31 @@ class TrainConfig:
             raise FastViTError(f"unknown decode mode {self.decode!r}; expected one of {', '.join(DECODE_MODES)}")
         if self.freeze_backbone and self.layer_decay is not None:
             raise FastViTError("--layer-decay has nothing to decay with --freeze-backbone (only the head learns)")
+        for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("recount", 1), ("seed", 0),
+                            ("threads", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise FastViTError(f"{name} must be a whole number of at least {least}, got {value!r}")
+        ranges = {  # name: (lowest, highest, whether the lowest is allowed)
+            "lr": (0, math.inf, False), "min_lr": (0, math.inf, True), "weight_decay": (0, math.inf, True),
+            "warmup_epochs": (0, math.inf, True), "drop_path": (0, 1, True), "label_smoothing": (0, 1, True),
+            "model_ema_decay": (0, 1, False), "layer_decay": (0, 1, False), "clip_grad": (0, math.inf, False),
+            "hflip": (0, 1, True), "color_jitter": (0, math.inf, True), "reprob": (0, 1, True),
+            "mixup": (0, math.inf, True), "cutmix": (0, math.inf, True), "mixup_prob": (0, 1, True),
+            "mixup_switch_prob": (0, 1, True),
+        }
+        for name, (lowest, highest, lowest_allowed) in ranges.items():
+            value = getattr(self, name)
+            if value is not None and not (lowest <= value <= highest and (lowest_allowed or value > lowest)):
+                allowed = f"{'at least' if lowest_allowed else 'above'} {lowest}"
+                allowed += "" if highest == math.inf else f" and at most {highest}"
+                raise FastViTError(f"{name} must be {allowed}, got {value!r}")
+        if self.val_split is not None and not 0 < self.val_split < 1:
+            raise FastViTError(f"val_split must be between 0 and 1, got {self.val_split!r}")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise FastViTError(f"scale must be (low, high) with 0 < low <= high <= 1, got {self.scale!r}")
+        if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 32):
+            raise FastViTError(f"input_size must be (height, width), each at least 32 pixels, got {self.input_size!r}")
 
     @property
     def out_dir(self) -> Path:

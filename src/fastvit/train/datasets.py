@@ -127,12 +127,21 @@ def find_training_data(
             val = _rows_split(_read_list(val_list), classes, val_list)
         where = str(root)
     _check_classes(classes, where)
-    if val is None:
-        raise FastViTError("no validation images: give --val-list LIST or --val-split FRACTION")
+    if val is None:  # a --train-list without its --val-list (--val-split splits folders)
+        raise FastViTError("no validation images: give --val-list LIST with --train-list, or --val-split FRACTION "
+                           "with a folder")
     if not len(val):
         raise FastViTError(f"the validation split of {where} is empty: give more images or a larger --val-split")
     skipped = check_images([*train.paths, *val.paths], input_size, strict)
-    return TrainingData(classes, train.without(skipped), val.without(skipped), skipped)
+    train, val = train.without(skipped), val.without(skipped)
+    unreadable = [name for label, name in enumerate(classes) if label not in set(train.labels)]
+    if unreadable:
+        raise FastViTError(f"class {unreadable[0]!r} of {where} has no readable training image "
+                           f"({len(skipped)} unreadable files; --strict names the first)")
+    if not len(val):
+        raise FastViTError(f"none of the validation images of {where} can be read ({len(skipped)} unreadable files; "
+                           "--strict names the first)")
+    return TrainingData(classes, train, val, skipped)
 
 
 def find_validation_data(source: str) -> tuple[tuple[str, ...], Split]:

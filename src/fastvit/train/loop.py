@@ -33,7 +33,7 @@ from ..runtime.devices import Ranks
 from ..runtime.precision import PrecisionNotSupportedError, bf16_is_native
 from ..runtime.predictor import Predictor
 from .batches import Batch, EpochOrder, LabelledImages, draw_seed, make_loader
-from .checkpoints import check_resumable, load_state, save_state, save_weights, weights_metadata
+from .checkpoints import load_state, save_state, save_weights, weights_metadata
 from .config import TrainConfig
 from .metrics import EpochMetrics, plot_metrics, write_errors, write_metrics
 from .recipe import MixupCutmix, ModelEma, WarmupCosine, make_optimizer, parameter_groups, soft_cross_entropy
@@ -144,14 +144,13 @@ class Trainer:
     ``Trainer(TrainConfig.of_run(path), resume=True).fit()`` to continue an interrupted one."""
 
     def __init__(self, config: TrainConfig, resume: bool = False, ranks: Ranks | None = None,
-                 progress: bool = False, log: Callable[[str], None] = print):
+                 progress: bool = False, log: Callable[[str], None] | None = None):
         self.ranks = ranks or Ranks.from_env()
         self.config, self.progress = config, progress
-        self.log = log if self.ranks.is_main else (lambda message: None)
-        self.run: Run = prepare_run(config, resume, self.ranks)
+        quiet = config.quiet or not self.ranks.is_main
+        self.log = (lambda message: None) if quiet else log or print
         state = load_state(config.out_dir / "last.pt") if resume else None
-        if state is not None:
-            check_resumable(state, config.model, self.run.data.classes)
+        self.run: Run = prepare_run(config, state, self.ranks)
         self.model, self.network, self.device = self.run.model, self.run.network, self.run.device
         self.skipped = dict(self.run.data.skipped)
         self._make_loaders()

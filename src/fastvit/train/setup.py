@@ -3,6 +3,7 @@ new head sized to the classes), the checked data, the transforms and the device.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..errors import FastViTError
 from ..files import write_json_atomically
 from ..models.registry import create_model
 from ..runtime.devices import Ranks, decided_by_main, default_device, default_workers
+from .checkpoints import check_resumable
 from .config import TrainConfig
 from .datasets import TrainingData, find_training_data, write_list
 from .metrics import write_errors
@@ -38,10 +40,11 @@ class Run:
     workers: int
 
 
-def prepare_run(config: TrainConfig, resume: bool, ranks: Ranks) -> Run:
-    """Check the output folder, build the model, find and check the data, write ``config.json``,
-    ``classes.txt`` and ``val.csv`` (the validation images, for ``fastvit validate``) (rank 0).
-    Errors found by rank 0 are raised on every rank."""
+def prepare_run(config: TrainConfig, resumed: Mapping[str, Any] | None, ranks: Ranks) -> Run:
+    """Check the output folder (or that the run's ``last.pt``, ``resumed``, fits the model and the
+    data), build the model, find and check the data, then write ``config.json``, ``classes.txt``
+    and ``val.csv`` (the validation images, for ``fastvit validate``) (rank 0). Errors found by
+    rank 0 are raised on every rank, before anything is written."""
     device = torch.device(config.device) if config.device else default_device(ranks.local_rank)
     if config.channels_last and config.precision == "fp32" and device.type == "cpu":
         raise FastViTError(
@@ -51,7 +54,7 @@ def prepare_run(config: TrainConfig, resume: bool, ranks: Ranks) -> Run:
         )
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    if not resume:
+    if resumed is None:
         decided_by_main(ranks, lambda: _check_new_run(config))
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = _pretrained_model(config)
@@ -61,6 +64,8 @@ def prepare_run(config: TrainConfig, resume: bool, ranks: Ranks) -> Run:
         config.data, val_split=config.val_split, train_list=config.train_list, val_list=config.val_list,
         seed=config.seed, input_size=tuple(data_config["input_size"][1:]), strict=config.strict,
     ))
+    if resumed is not None:
+        check_resumable(resumed, config.model, data.classes)
     if model.num_classes != len(data.classes):
         model.reset_classifier(len(data.classes))
     network = _prepare_model(model, config, device, ranks)
