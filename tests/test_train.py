@@ -28,6 +28,7 @@ from fastvit.errors import FastViTError
 from fastvit.runtime.precision import bf16_is_native
 from fastvit.train.config import TrainConfig
 from fastvit.train.datasets import find_training_data
+from fastvit.train.loop import Learner
 from fastvit.train.recipe import MixupCutmix, ModelEma, WarmupCosine, layer_ids, parameter_groups
 
 from digits import write_digits
@@ -292,6 +293,18 @@ def test_train_config_refuses_what_cannot_train(option, tmp_path):
         TrainConfig(out=str(tmp_path / "run"), data="digits", **option)
 
 
+def test_no_accumulated_gradient_carries_into_the_next_epoch(tmp_path):
+    """With --grad-accum, an epoch whose last batch could not be read ended with gradients pending,
+    which last.pt does not hold: a resumed run then differed from an uninterrupted one."""
+    model = fastvit.create_model("fastvit_t8", num_classes=2)
+    config = TrainConfig(out=str(tmp_path), grad_accum=2)
+    learner = Learner(model, model, config, total_steps=4, warmup_steps=0, device=torch.device("cpu"))
+    learner.learn(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert (learner.step, learner.pending) == (0, 1)
+    learner.finish_epoch()
+    assert (learner.step, learner.pending) == (1, 0) and all(p.grad is None for p in model.parameters())
+
+
 def test_bad_data_fails_in_one_line(tmp_path, capsys):
     for case, (arguments, message) in _layouts(tmp_path).items():
         code, out, err = run_cli(capsys, "train", *arguments, "--out", tmp_path / "run", *FAST)
@@ -443,6 +456,18 @@ def test_a_run_of_the_default_model_resumes(digits, tmp_path, capsys):
     assert run_cli(capsys, "train", digits, "--out", run, "--epochs", "1", *flags)[0] == 0
     code, out, err = run_cli(capsys, "train", "--resume", run)
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_run_resumes_without_its_starting_weights(digits, checkpoint, tmp_path, capsys):
+    """last.pt holds the weights and the data config: the file the run started from (or the Hub
+    cache) is not needed again."""
+    start = shutil.copy(checkpoint, tmp_path / "start.safetensors")
+    run = tmp_path / "run"
+    flags = [flag for flag in FAST if flag != "--no-pretrained"]
+    assert run_cli(capsys, "train", digits, "--out", run, "--epochs", "1", "--checkpoint", start, *flags)[0] == 0
+    Path(start).unlink()
+    code, _, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 0, err
 
 
 def test_unreadable_files_that_leave_a_class_or_the_validation_empty(digits, tmp_path, capsys):

@@ -94,6 +94,12 @@ class Learner:
             self._step()
         return float(loss.detach())
 
+    def finish_epoch(self) -> None:
+        """Step on the gradients still accumulated (the epoch's last batches could not be read), so
+        that none carry into the next epoch: ``last.pt`` does not hold them."""
+        if self.pending:
+            self._step()
+
     def _step(self) -> None:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -198,7 +204,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), **self.learner.state_dict(), "epoch": epoch,
             "model_name": self.config.model, "classes": list(self.run.data.classes),
-            "config": self.config.to_json(), "metrics": [asdict(record) for record in self.metrics],
+            "data_config": dict(self.run.data_config), "config": self.config.to_json(), "metrics": [asdict(record) for record in self.metrics],
             "best_top1": self.best_top1, "best_epoch": self.best_epoch, "skipped": self.skipped, "rng": rng,
         }
 
@@ -264,6 +270,7 @@ class Trainer:
             bar.set_postfix_str(f"loss {loss_sum / images:.4f}, {images * self.ranks.world_size / elapsed:.1f} img/s")
             bar.update()
         bar.close()
+        self.learner.finish_epoch()
         totals = torch.tensor([loss_sum, images], dtype=torch.float64)
         if self.ranks.world_size > 1:
             dist.all_reduce(totals)

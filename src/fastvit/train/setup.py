@@ -14,6 +14,7 @@ from ..data import create_transform, resolve_data_config
 from ..data.transforms import Compose
 from ..errors import FastViTError
 from ..files import write_json_atomically
+from ..models.checkpoints import is_fused
 from ..models.registry import create_model
 from ..runtime.devices import Ranks, decided_by_main, default_device, default_workers
 from .checkpoints import check_resumable
@@ -57,9 +58,13 @@ def prepare_run(config: TrainConfig, resumed: Mapping[str, Any] | None, ranks: R
     if resumed is None:
         decided_by_main(ranks, lambda: _check_new_run(config))
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = _pretrained_model(config)
-    size = (3, *config.input_size) if config.input_size else None
-    data_config = resolve_data_config(args={"input_size": size}, model=model)
+    if resumed is not None and "data_config" in resumed:  # last.pt holds the weights: none to fetch or read
+        model = create_model(config.model, drop_path_rate=config.drop_path, inference_mode=is_fused(resumed["model"]))
+        data_config = dict(resumed["data_config"])
+    else:
+        model = _pretrained_model(config)
+        size = (3, *config.input_size) if config.input_size else None
+        data_config = resolve_data_config(args={"input_size": size}, model=model)
     data = decided_by_main(ranks, lambda: find_training_data(
         config.data, val_split=config.val_split, train_list=config.train_list, val_list=config.val_list,
         seed=config.seed, input_size=tuple(data_config["input_size"][1:]), strict=config.strict,
