@@ -330,6 +330,7 @@ def test_run_files(trained, digits):
         "best.safetensors", "classes.txt", "config.json", "errors.csv", "fused.safetensors", "last.pt",
         "metrics.jsonl", "metrics.png", "val.csv",
     ]
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in trained.iterdir())  # readable by the team
     listed = [[str(path), path.parent.name] for path in sorted(digits.glob("val/*/*"))]
     assert read_csv(trained / "val.csv")[1:] == listed
     assert (trained / "classes.txt").read_text() == "0\n1\n2\n"

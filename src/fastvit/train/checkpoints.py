@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def save_weights(path: Path, model: nn.Module, metadata: dict[str, str], fused: 
         model = reparameterize(model)
     with replaced_atomically(path) as temporary:
         save_file(_plain_state_dict(model), temporary, metadata=metadata)
+        os.chmod(temporary, 0o644)  # safetensors creates its files readable by their owner only
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
