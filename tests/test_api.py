@@ -108,6 +108,9 @@ def test_features_only_selection_and_info():
     last = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(-1,))
     assert [m.shape[1] for m in last(x)] == [384]
     assert last.feature_info.out_indices == (-1,)  # kept as given, like timm's
+    swapped = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(3, 1, 1))
+    assert [m.shape[1] for m in swapped(x)] == [96, 384] and swapped.out_indices == (1, 3)  # what comes out
+    assert swapped.feature_info.out_indices == (3, 1, 1)
     assert fastvit.create_model("fastvit_t8", features_only=True, out_indices=2).feature_info.out_indices == (-2, -1)
     shallow = fastvit.create_model("fastvit_t8", features_only=True, out_indices=(0,))
     assert not any(name.startswith("stages_1") for name, _ in shallow.named_children())

@@ -100,6 +100,13 @@ def test_features_of_one_image_and_of_a_folder(photos, checkpoint, capsys, tmp_p
         np.testing.assert_allclose(maps[index], values.numpy(), rtol=1e-5, atol=1e-5)  # maps reach 20 and more
     assert read_csv(tmp_path / "maps" / "paths.csv") == [["path"], [good[1]], [good[0]]]
 
+    # in any order, repeated or counted from the last: each map under its own stage (they were swapped)
+    code, out, _ = run(capsys, "features", good[0], "--checkpoint", checkpoint, "--out", tmp_path / "any.npz",
+                       "--out-indices", "-1", "1", "3")
+    assert code == 0 and out.splitlines()[:2] == [f"stage 1: {shapes[1]}", f"stage 3: {shapes[3]}"]
+    assert {name: values.shape for name, values in np.load(tmp_path / "any.npz").items()} == {
+        "stage1": (96, 32, 32), "stage3": (384, 8, 8)}
+
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_features_and_embeddings_from_the_other_runtimes(backend, photos, checkpoint, capsys, tmp_path, monkeypatch):
@@ -271,7 +278,7 @@ BAD_ARGUMENTS = {
                 ["{photo}", "--chunk-size", "0"], ["{photo}", "--max-image-pixels", "-5"],
                 ["{photo}", "--device", "cuda"], ["{photo}", "--device", "cuda:7"], ["{photo}", "--device", "tpu"],
                 ["{photo}", "--out", "{blocker}/preds.csv"], ["{photo}", "--decode", "fastest"]],
-    "features": [["{photo}", "--out-indices", "7"], ["{photo}", "--out-indices", "-1"],
+    "features": [["{photo}", "--out-indices", "7"], ["{photo}", "--out-indices", "-5"],
                  ["{photo}", "--out", "{blocker}/maps"], ["{photo}", "--device", "cuda"], ["{photo}", "--decode", "draft"]],
     "embed": [["{photo}", "--out", "{blocker}/emb.npy"], ["{photo}", "--out", "emb.npy", "--batch-size", "-3"],
               ["{photo}", "--out", "emb.npy", "--device", "cuda"], ["{photo}", "--out", "emb.npy", "--decode", "Fast"]],

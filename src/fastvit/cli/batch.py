@@ -324,7 +324,8 @@ def add_commands(commands) -> None:
         "FOLDER/stage<i>.npy (N x C x H x W, rows in input order) with FOLDER/paths.csv.",
     )
     _add_batch_options(features, chunk_size=64)
-    features.add_argument("--out-indices", type=non_negative, nargs="+", default=[0, 1, 2, 3], help="stages (default 0 1 2 3)")
+    features.add_argument("--out-indices", type=int, nargs="+", default=[0, 1, 2, 3],
+                          help="stages, in any order; negative ones count from the last (default 0 1 2 3)")
     features.add_argument("--out", metavar="MAPS.npz|FOLDER", help="save the maps")
     features.set_defaults(run=cmd_features)
 

@@ -355,7 +355,7 @@ class FastVitFeatures(nn.Module):
     def __init__(self, model: FastVit, out_indices: Sequence[int] = (0, 1, 2, 3)):
         super().__init__()
         take, last = feature_take_indices(model.num_stages, out_indices)
-        self.out_indices = tuple(take)
+        self.out_indices = tuple(sorted(set(take)))  # the stages returned, in the order they come out
         # feature_info keeps the indices as given (an int n as -n..-1), as timm's does
         given = tuple(range(-out_indices, 0)) if isinstance(out_indices, int) else tuple(out_indices)
         self.feature_info = FeatureInfo(model.feature_info, given)
