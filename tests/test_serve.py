@@ -331,6 +331,9 @@ def test_models_health_docs_and_page(servers):
     assert call_json(main_server, "GET", "/readyz") == (200, {"status": "ready"})
     status, document = call_json(main_server, "GET", "/openapi.json")
     assert status == 200 and {"/v1/predict", "/v1/predict/batch", "/v1/embed", "/v1/models"} <= set(document["paths"])
+    healthz = document["paths"]["/healthz"]["get"]
+    assert healthz["security"] == [] and "401" not in healthz["responses"]  # open: it never asks for the key
+    assert "401" in document["paths"]["/v1/predict"]["post"]["responses"]
     for path, marker in (("/", b'id="file"'), ("/docs", b"docs.js"), ("/static/page.js", b"v1/predict"),
                          ("/static/page.css", b"#classes")):
         status, _, body = call(main_server, "GET", path)

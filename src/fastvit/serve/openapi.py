@@ -75,7 +75,7 @@ def openapi_document(api_key: bool) -> dict[str, Any]:
                 _IMAGE_BODY, errors=(400, 409, 413, 415, 422, 503, 504))},
             "/v1/models": {"get": _operation("The model served: name, tag, classes, input size, precision, backend",
                                              _json(None), errors=(503,))},
-            "/healthz": {"get": {**_operation("Liveness: the process answers", _json(None)), "security": []}},
+            "/healthz": {"get": _operation("Liveness: the process answers", _json(None), open=True)},
             "/readyz": {"get": _operation("Readiness: the model is loaded and warmed up", _json(None), errors=(503,))},
             "/metrics": {"get": _operation("Prometheus metrics (text format)", {
                 "description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}})},
@@ -93,9 +93,12 @@ def openapi_document(api_key: bool) -> dict[str, Any]:
 
 
 def _operation(summary: str, ok: dict[str, Any], parameters: list[dict[str, Any]] | None = None,
-               body: dict[str, Any] | None = None, errors: tuple[int, ...] = ()) -> dict[str, Any]:
-    responses = {"200": ok, "401": _error(401)} | {str(status): _error(status) for status in errors}
+               body: dict[str, Any] | None = None, errors: tuple[int, ...] = (), open: bool = False) -> dict[str, Any]:
+    """An operation's description; an ``open`` one needs no API key (and so never answers 401)."""
+    responses = {"200": ok} | ({} if open else {"401": _error(401)}) | {str(status): _error(status) for status in errors}
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if open:
+        operation["security"] = []
     if parameters:
         operation["parameters"] = parameters
     if body:
