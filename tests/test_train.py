@@ -28,7 +28,7 @@ from fastvit.errors import FastViTError
 from fastvit.runtime.precision import bf16_is_native
 from fastvit.train.config import TrainConfig
 from fastvit.train.datasets import find_training_data
-from fastvit.train.loop import Learner
+from fastvit.train.loop import ALONE_IN_ITS_BATCH, Learner
 from fastvit.train.recipe import MixupCutmix, ModelEma, WarmupCosine, layer_ids, parameter_groups
 
 from digits import write_digits
@@ -291,6 +291,26 @@ def test_train_config_refuses_what_cannot_train(option, tmp_path):
     or PIL, or train a distorted schedule)."""
     with pytest.raises(FastViTError, match=next(iter(option))):
         TrainConfig(out=str(tmp_path / "run"), data="digits", **option)
+
+
+def test_an_image_left_alone_in_its_batch_at_a_one_pixel_last_map(digits, tmp_path, capsys):
+    """At 32 x 32 the last map is one pixel, and BatchNorm cannot train on one image: a batch that
+    unreadable files leave with one image is skipped and listed, where it used to end the run."""
+    data = tmp_path / "data"
+    for split, good, truncated in (("train", 2, 6), ("val", 1, 0)):
+        for name, source in (("a", "0"), ("b", "1")):
+            folder = data / split / name
+            folder.mkdir(parents=True)
+            images = sorted((digits / "train" / source).glob("*.png"))
+            for i, image in enumerate(images[:good]):
+                shutil.copy(image, folder / f"good{i}.png")
+            for i, image in enumerate(images[good : good + truncated]):
+                (folder / f"cut{i}.png").write_bytes(image.read_bytes()[:120])  # the header reads, the pixels do not
+    code, _, err = run_cli(capsys, "train", data, "--out", tmp_path / "run", "--epochs", "2",
+                           *[flag if flag != "8" else "2" for flag in FAST])
+    assert code == 0, err
+    reasons = [row[1] for row in read_csv(tmp_path / "run" / "errors.csv")[1:]]
+    assert ALONE_IN_ITS_BATCH in reasons
 
 
 def test_no_accumulated_gradient_carries_into_the_next_epoch(tmp_path):

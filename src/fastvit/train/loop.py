@@ -56,6 +56,9 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+ALONE_IN_ITS_BATCH = "left alone in its batch by unreadable files: at this input size BatchNorm cannot train on one image"
+
+
 class Learner:
     """One optimizer step at a time: forward under autocast, loss, backward (accumulated over
     ``grad_accum`` batches), clipping, the scheduled learning rate, AdamW and the EMA update.
@@ -159,6 +162,10 @@ class Trainer:
         self.run: Run = prepare_run(config, state, self.ranks)
         self.model, self.network, self.device = self.run.model, self.run.network, self.run.device
         self.skipped = dict(self.run.data.skipped)
+        height, width = self.run.data_config["input_size"][1:]
+        reduction = self.model.feature_info[-1]["reduction"]
+        # BatchNorm cannot train on one value per channel: one image whose last map is a single pixel
+        self.one_image_fails = not config.freeze_backbone and -(-height // reduction) * -(-width // reduction) == 1
         self._make_loaders()
         steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
         self.learner = Learner(self.model, self.network, config, config.epochs * steps_per_epoch,
@@ -262,6 +269,9 @@ class Trainer:
         for index, batch in enumerate(self.train_loader):
             self._note_failures(batch, self.run.data.train.paths)
             if batch.images is None:
+                continue
+            if len(batch.indices) == 1 and self.one_image_fails:  # left alone by unreadable files
+                self.skipped[self.run.data.train.paths[batch.indices[0]]] = ALONE_IN_ITS_BATCH
                 continue
             inputs, targets = self._inputs(batch, epoch, index)
             loss = self.learner.learn(inputs, targets, last_of_epoch=index == batches - 1)
