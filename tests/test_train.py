@@ -461,6 +461,8 @@ def test_resume_refuses_other_classes_or_model(trained, digits, tmp_path, capsys
     assert {name: (run / name).read_bytes() for name in described} == described  # refused: nothing rewritten
     code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "5")
     assert code == 2 and "--epochs cannot change" in err  # not the default, not the run's: refused
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", str(TrainConfig(out=run).epochs))
+    assert code == 2 and "--epochs cannot change" in err  # the default typed out is given all the same
     code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--model", "fastvit_t8")
     assert code == 0, err  # the run's own options, typed out again
     config["model"] = "fastvit_s12"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ..errors import FastViTError, ImageLoadError
 from . import batch, benchmark, export, info, serve, train
-from .common import EXIT_BAD_INPUTS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, Parser
+from .common import EXIT_BAD_INPUTS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, Parser, options_given
 
 COMMAND_GROUPS = (info, batch, export, benchmark, serve, train)
 
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.freeze()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.given = options_given(parser, sys.argv[1:] if argv is None else argv)
     args.whole_process = argv is None  # run as the fastvit command, so it may set up the process
     try:
         return args.run(args) or EXIT_OK

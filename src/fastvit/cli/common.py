@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import DECODE_MODES
@@ -23,6 +24,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def options_given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations of the options ``argv`` gives, typed at their default value or not: ``argv``
+    parsed again with every default of ``parser`` and its subparsers suppressed. ``parser`` keeps no
+    defaults afterwards."""
+    parsers = [parser]
+    for current in parsers:
+        for action in current._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return set(vars(parser.parse_args(argv)))
 
 
 def print_table(rows: list[dict]) -> None:

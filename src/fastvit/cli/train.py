@@ -66,27 +66,27 @@ def _config(args: argparse.Namespace):
     with only the options a resumed run may change taken from the arguments."""
     from ..train.config import CHANGEABLE_ON_RESUME, TrainConfig
 
-    given = {field.name: getattr(args, field.name) for field in fields(TrainConfig)
+    values = {field.name: getattr(args, field.name) for field in fields(TrainConfig)
              if hasattr(args, field.name) and field.name != "out"}
-    given["model"] = str(args.model)
-    given["input_size"] = tuple(args.input_size) if args.input_size else None
-    given["scale"] = tuple(args.scale)
-    given["device"] = str(args.device) if args.device else None
+    values["model"] = str(args.model)
+    values["input_size"] = tuple(args.input_size) if args.input_size else None
+    values["scale"] = tuple(args.scale)
+    values["device"] = str(args.device) if args.device else None
     if args.amp:
-        given["precision"] = _amp_precision(args.device)
+        values["precision"] = _amp_precision(args.device)
     if args.resume is None:
-        return TrainConfig(out=args.out, **given | {"model": model_name(args.model, args.checkpoint)})
-    # The options given: those off their defaults (the parser cannot tell a default typed out from one left out)
-    defaults, run = TrainConfig(out=args.resume), TrainConfig.of_run(Path(args.resume))
-    changed = [name for name, value in given.items() if value != getattr(defaults, name)]
-    fixed = [name for name in changed if name not in CHANGEABLE_ON_RESUME and given[name] != getattr(run, name)]
+        return TrainConfig(out=args.out, **values | {"model": model_name(args.model, args.checkpoint)})
+    run = TrainConfig.of_run(Path(args.resume))
+    typed = {"precision" if name == "amp" else name for name in args.given}
+    changed = [name for name in values if name in typed]
+    fixed = [name for name in changed if name not in CHANGEABLE_ON_RESUME and values[name] != getattr(run, name)]
     if fixed:
         options = ", ".join(_FLAGS.get(name, "--" + name.replace("_", "-")) for name in fixed)
         raise FastViTError(
             f"--resume continues {args.resume} with the options it was started with (its config.json); "
             f"{options} cannot change (only DATA, --workers, --device and --quiet can)"
         )
-    return replace(run, **{name: given[name] for name in changed if name in CHANGEABLE_ON_RESUME})
+    return replace(run, **{name: values[name] for name in changed if name in CHANGEABLE_ON_RESUME})
 
 
 def _amp_precision(chosen) -> str:
