@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
@@ -40,6 +41,7 @@ from apple_layout import (
 )
 from conftest import synthetic_model
 from fastvit.errors import CheckpointError, WeightsUnavailableError
+from fastvit.models.hub import hub_reachable
 from fastvit.models.network import FastVitFeatures
 from fastvit.models.weights import load_weights
 from synthetic_weights import synthetic_input
@@ -227,6 +229,44 @@ def test_offline_with_nothing_cached_says_how_to_load_a_file(hub_cache):
     assert isinstance(error.value, CheckpointError)
     assert T8_REPO in message and "offline" in message and str(hub_cache) in message
     assert "checkpoint_path=" in message and "--checkpoint" in message
+
+
+@pytest.fixture
+def online_hub(hub_cache, monkeypatch):
+    """Online mode, no proxy, and the Hub's address a local port: ``listening`` opens it."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for variable in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    server = socket.create_server(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()  # the port is closed now: connections are refused
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    hub_reachable.cache_clear()
+    yield endpoint
+    hub_reachable.cache_clear()
+
+
+def test_unreachable_hub_fails_at_once_without_retries(online_hub, monkeypatch):
+    """huggingface_hub retries a request to an unreachable Hub for about 25 s, logging each retry,
+    before it gives up: a refused connection is found first, and the cache alone asked."""
+    asked = []
+    real = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda *args, **kwargs: asked.append(kwargs["local_files_only"]) or real(*args, **kwargs))
+    with pytest.raises(WeightsUnavailableError, match="the Hub cannot be reached and the local cache"):
+        fastvit.create_model("fastvit_t8.apple_in1k", pretrained=True)
+    assert asked == [True, True]
+    assert not hub_reachable(online_hub)
+    with socket.create_server(("127.0.0.1", int(online_hub.rsplit(":", 1)[1]))):
+        assert hub_reachable.__wrapped__(online_hub)
+    monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
+    assert hub_reachable.__wrapped__(online_hub)  # behind a proxy, the proxy reaches the Hub
+
+
+def test_cached_weights_load_with_the_hub_unreachable(online_hub, hub_cache, t8_state):
+    write_hub_repo(hub_cache, T8_REPO, {"model.safetensors": safetensors_bytes(t8_state)})
+    assert_same_weights(fastvit.create_model("fastvit_t8", pretrained=True), t8_state)
 
 
 def test_offline_hf_hub_name_with_nothing_cached(hub_cache):

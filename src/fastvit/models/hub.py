@@ -9,8 +9,10 @@ if the repo has it, else ``pytorch_model.bin`` (or exactly ``cfg['hf_hub_filenam
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -65,12 +67,16 @@ def download_from_hub(
     """
     # imported here, not at the top: huggingface_hub pulls in its HTTP stack (a quarter of a second),
     # which a model loaded from a local file never needs
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     not_cached = []
     for filename in filenames:
         cache_only = bool(not_cached)  # the Hub has proved out of reach: no more requests and retries
+        if not (cache_only or constants.is_offline_mode()) and not isinstance(
+            try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision), str
+        ):
+            cache_only = not hub_reachable(constants.ENDPOINT)
         try:
             path = hf_hub_download(
                 repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=cache_only
@@ -87,6 +93,24 @@ def download_from_hub(
     if not_cached:
         raise WeightsUnavailableError(_unavailable_message(repo_id, revision, not_cached, cache_dir))
     raise CheckpointError(f"Hugging Face Hub repo {repo_id!r}{_at(revision)} has none of {', '.join(filenames)}")
+
+
+@functools.cache
+def hub_reachable(endpoint: str) -> bool:
+    """Whether a connection to the ``endpoint``'s host opens within 5 s; always True behind a proxy,
+    which is the host to reach then. Asked once before a download the cache cannot answer: for an
+    unreachable Hub huggingface_hub retries each request for about 25 s before it gives up."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies
+
+    if getproxies():
+        return True
+    url = urlsplit(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def read_hub_config(repo_id: str, revision: str | None = None, cache_dir: PathLike | None = None) -> dict:
