@@ -385,6 +385,17 @@ def test_load_image_scales_16_bit_without_clipping(tmp_path):
     assert len(np.unique(red)) == 256
 
 
+def test_transform_leaves_rgb_images_with_a_transparent_colour_alone():
+    """``convert("RGB")`` of a grey or palette image with a transparent colour (as timm's datasets
+    load them) keeps that colour in ``info``; timm's transform ignores it, and so must ours."""
+    transform = create_transform(**resolve_data_config(model="fastvit_t8"))
+    grey = Image.open(IMAGES / "chelsea.png").convert("L")
+    grey.info["transparency"] = int(np.asarray(grey)[100, 100])
+    rgb = grey.convert("RGB")
+    assert "transparency" in rgb.info
+    assert torch.equal(transform(rgb), transform(Image.fromarray(np.asarray(rgb))))
+
+
 def test_load_image_keeps_grey_transparency_key(tmp_path):
     img = Image.new("L", (8, 8), 0)
     img.paste(90, (0, 0, 4, 8))
@@ -721,6 +732,11 @@ def test_decoders_refuse_bad_files_and_modes_alike(tmp_path):
     for decoder in decoders:
         with pytest.raises(ImageLoadError, match=r"too elongated: 1x20000 pixels would be resized to 284x5680000"):
             decoder(thin.getvalue())
+    line = io.BytesIO()
+    Image.new("RGB", (1, 3000)).save(line, "PNG")
+    for decoder in (create_decoder({**config, "crop_mode": "border"}, mode) for mode in ("exact", "fast")):
+        with pytest.raises(ImageLoadError, match=r"too elongated: 1x3000 pixels would be resized to 0x284"):
+            decoder(line.getvalue())  # fitted whole into 284 x 284 for the crop: no width left
     square = io.BytesIO()
     Image.new("RGB", (2, 2)).save(square, "PNG")
     for decoder in (create_decoder(config, mode, max_pixels=3) for mode in ("exact", "fast")):

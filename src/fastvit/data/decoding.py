@@ -64,7 +64,8 @@ REDUCTION_MARGIN = 2
 
 MAX_RESIZED_PIXELS = 1 << 26
 """The largest image a transform's resize may make (64 Mpx, 192 MB in RGB), whatever the size of the file:
-a 1x10000 PNG of 125 bytes, its shorter side resized to 284 for the crop, would take 2.4 GB."""
+a 1x10000 PNG of 125 bytes, its shorter side resized to 284 for the crop, would take 2.4 GB. At the other
+end, a resize to a side of 0 pixels (the shorter side of a 1x3000 image fitted into 256x256) is refused too."""
 _PLANNED_STEPS = (Resize, ResizeKeepRatio, RandomResizedCrop)
 _WHOLE_IMAGE_STEPS = (Resize, ResizeKeepRatio)  # whose output grows with the image's aspect ratio
 _TORCH_FILTERS = ("bilinear", "bicubic")  # what torch interpolates in uint8 with antialiasing
@@ -103,7 +104,7 @@ class ImageDecoder:
             resize = steps[self._resize_at] if self._resize_at < len(steps) else None
             # planned once: a random crop's plan draws from its generator
             plan = resize.plan(*reader.size) if self.decode == "fast" or isinstance(resize, _WHOLE_IMAGE_STEPS) else None
-            if plan is not None and plan.size[0] * plan.size[1] > MAX_RESIZED_PIXELS:
+            if plan is not None and not 0 < plan.size[0] * plan.size[1] <= MAX_RESIZED_PIXELS:
                 raise ImageLoadError(reader.name, f"too elongated: {reader.size[0]}x{reader.size[1]} pixels would be "
                                                   f"resized to {plan.size[0]}x{plan.size[1]} before the crop")
             if self.decode == "exact":

@@ -72,10 +72,12 @@ class Compose:
 
 @dataclass
 class ToRGB:
-    """Convert any PIL mode to RGB the way :func:`load_image` does (no-op for RGB)."""
+    """Convert any PIL mode to RGB the way :func:`load_image` does. An RGB image passes as it is,
+    even when it carries a transparent colour: ``convert("RGB")`` of a palette or grey image with
+    one keeps it in ``info``, and timm's transform leaves such pixels alone."""
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return to_rgb(img)
+        return img if img.mode == "RGB" else to_rgb(img)
 
 
 @dataclass(frozen=True)
