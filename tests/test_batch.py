@@ -6,7 +6,11 @@ weights of conftest, loaded from a local safetensors file as the CLI would load 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -303,8 +307,9 @@ def test_identity_changes_with_whatever_changes_the_results(checkpoint, tmp_path
         replace(base, max_image_pixels=None),
         replace(base, decode="fast"),
     ]
-    assert base.identity(paths) == replace(base, data_config=dict(config)).identity(list(paths))
-    identities = [base.identity(paths), base.identity(paths[::-1]), *(v.identity(paths) for v in variants)]
+    assert base.identity(paths, 32, 1) == replace(base, data_config=dict(config)).identity(list(paths), 32, 1)
+    identities = [base.identity(paths, 32, 1), base.identity(paths[::-1], 32, 1), base.identity(paths, 8, 1),
+                  base.identity(paths, 32, 2), *(v.identity(paths, 32, 1) for v in variants)]
     assert len({json.dumps(identity, sort_keys=True) for identity in identities}) == len(identities)
 
 
@@ -317,7 +322,9 @@ def test_store_resumes_its_own_job_only(tmp_path):
     store = ChunkStore(tmp_path / "emb.parts")
     assert store.start({"job": "a"}) == set()
     store.commit(chunk(3, [6, 7]))
-    assert ChunkStore(store.directory).start({"job": "a"}) == {3}
+    store.release()
+    with ChunkStore(store.directory) as again:
+        assert again.start({"job": "a"}) == {3}
     stored = store.read(3)
     assert stored.positions.tolist() == [6, 7] and list(stored.failures()) == [(9, "the file is empty")]
     np.testing.assert_array_equal(stored.arrays["embedding"], chunk(3, [6, 7]).arrays["embedding"])
@@ -330,6 +337,28 @@ def test_store_resumes_its_own_job_only(tmp_path):
     (tmp_path / "mine" / "photo.jpg").touch()
     with pytest.raises(FastViTError, match="not a fastvit job directory"):
         ChunkStore(tmp_path / "mine").start({"job": "a"})
+
+
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    """Two jobs writing one output: the second, even with --overwrite, used to delete the first's
+    chunks, which the first then committed into the second's job."""
+    first = ChunkStore(tmp_path / "emb.parts")
+    first.start({"job": "a"})
+    first.commit(chunk(0, [0, 1]))
+    for overwrite in (False, True):
+        with pytest.raises(FastViTError, match=r"another fastvit job is writing .*emb\.parts: wait for it to end"):
+            ChunkStore(first.directory).start({"job": "b"}, overwrite)
+    assert first.committed() == {0}
+    script = (f"from fastvit.jobs.store import ChunkStore; ChunkStore({str(first.directory)!r}).start({{'job': 'a'}})")
+    refused = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert refused.returncode == 1 and "another fastvit job is writing" in refused.stderr  # another process too
+    first.release()
+    with ChunkStore(first.directory) as second:
+        assert second.start({"job": "a"}) == {0}
+    killed = subprocess.run([sys.executable, "-c", script + "; import os; os.kill(os.getpid(), 9)"])
+    assert killed.returncode == -9
+    with ChunkStore(first.directory) as third:  # the lock went with the killed process
+        assert third.start({"job": "b"}, overwrite=True) == set()
 
 
 def test_interrupted_commit_leaves_no_chunk_behind(tmp_path, monkeypatch):
@@ -345,6 +374,60 @@ def test_interrupted_commit_leaves_no_chunk_behind(tmp_path, monkeypatch):
         store.commit(chunk(0, [0, 1]))
     assert store.committed() == set()
     assert sorted(path.name for path in store.directory.iterdir()) == ["job.json"]
+
+
+_FILL_A_SMALL_DISK = """
+import sys
+from pathlib import Path
+import numpy as np
+from fastvit.jobs.store import ChunkResult, ChunkStore
+from fastvit.jobs.writers import NpyArrays
+store = ChunkStore(Path(sys.argv[1]))
+store.start({"job": "a"})
+for index in range(4):  # 4 x 256 rows of 1 KiB: 1 MiB of results
+    positions = np.arange(index * 256, (index + 1) * 256)
+    store.commit(ChunkResult(index, positions, {"embedding": np.ones((256, 256), np.float32)}, np.array([], int), []))
+out = Path(sys.argv[2])
+try:
+    NpyArrays({"embedding": out}, out.with_suffix(".paths.csv")).write(store, [str(i) for i in range(1024)])
+except OSError as error:
+    sys.exit(f"{error.filename}: {error.strerror}")
+"""
+
+
+def test_npy_output_on_a_full_disk_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    """The .npy matrix is written through a memory map: on a full disk the write into the map was
+    a SIGBUS that killed the job without a word, leaving the temporary file behind."""
+    store = ChunkStore(tmp_path / "emb.parts")
+    store.start({"job": "a"})
+    store.commit(chunk(0, [0, 1]))
+    out = tmp_path / "emb.npy"
+    out.write_bytes(b"the last run's output")
+
+    def full(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match="No space left on device") as error:
+        NpyArrays({"embedding": out}, sidecar(out, "paths.csv")).write(store, ["a.jpg", "b.jpg"])
+    assert error.value.filename == str(out)  # named, and by its own name, not the temporary one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "emb.parts"]
+    assert out.read_bytes() == b"the last run's output"
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small filesystem (a real full disk) needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = subprocess.run([sys.executable, "-c", _FILL_A_SMALL_DISK, str(tmp_path / "big.parts"), str(small / "e.npy")],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1, run  # -7 (SIGBUS) before
+        assert run.stderr == f"{small / 'e.npy'}: No space left on device\n"
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)])
 
 
 def test_fast_decoding_job_and_its_resume_identity(photos, checkpoint, reference, tmp_path):

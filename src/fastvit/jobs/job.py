@@ -62,7 +62,7 @@ from .writers import ResultsWriter, write_errors
 
 __all__ = ["BatchJob", "InMemoryResult", "JobReport", "JobSettings", "PipelineOptions", "RunStats"]
 
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2
 """Version of the on-disk job state; part of a job's identity."""
 
 
@@ -100,8 +100,11 @@ class JobSettings:
         """The input positions of chunk ``chunk``."""
         return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, input_count))
 
-    def identity(self, paths: Sequence[str]) -> dict[str, Any]:
-        """A JSON-compatible description of the job on ``paths``; equal exactly when the results are."""
+    def identity(self, paths: Sequence[str], batch_size: int, processes: int) -> dict[str, Any]:
+        """A JSON-compatible description of the job on ``paths``, run in batches of ``batch_size`` by
+        ``processes`` processes; equal exactly when the results are. The batch size and the process
+        count are part of it: they change which shapes the model runs at (and whether it compiles
+        them), and so the last bits of the results."""
         listing = hashlib.sha256()
         for path in paths:
             listing.update(os.fsencode(path) + b"\0")
@@ -115,6 +118,8 @@ class JobSettings:
             "precision": self.precision,
             "backend": self.backend,
             "chunk_size": self.chunk_size,
+            "batch_size": batch_size,
+            "processes": processes,
             "max_image_pixels": self.max_image_pixels,
             "inputs": {"count": len(paths), "sha256": listing.hexdigest()},
         }
@@ -151,7 +156,8 @@ def plan_batches(
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """How a job runs; none of it changes the results."""
+    """How a job runs; of all this, only the batch size changes the results (in their last bits: it is
+    part of the job's identity, see :meth:`JobSettings.identity`)."""
 
     batch_size: int = 32
     workers: int = 0  # decoding processes; 0 decodes in this process
@@ -253,19 +259,21 @@ class BatchJob:
         ``overwrite`` discards the unfinished state of a job with other settings.
         """
         ranks = ranks or Ranks.from_env()
-        store = ChunkStore(files.parts)
-        with process_group(ranks):
-            plan = decided_by_main(ranks, partial(self._plan, sources, files_from, store, writer, files, overwrite))
-            mine = plan.pending[ranks.rank :: ranks.world_size]
-            resumed = len(plan.paths) - self._input_count(plan.pending, len(plan.paths))
-            initial = resumed if ranks.world_size == 1 else 0  # a rank's bar counts its share only
-            total = initial + self._input_count(mine, len(plan.paths))
-            with self._progress_bar(total, initial, enabled=ranks.is_main) as bar:
-                stats = self._run_chunks(plan.paths, mine, store.commit, bar, ranks.world_size)
-            stats = _combined(stats, ranks)  # waits for every rank's chunks
-        if not ranks.is_main:
-            return None
-        record = plan.finished or self._write_outputs(plan, store, writer, files)
+        with ChunkStore(files.parts) as store:
+            with process_group(ranks):
+                plan = decided_by_main(
+                    ranks, partial(self._plan, sources, files_from, store, writer, files, overwrite, ranks.world_size)
+                )
+                mine = plan.pending[ranks.rank :: ranks.world_size]
+                resumed = len(plan.paths) - self._input_count(plan.pending, len(plan.paths))
+                initial = resumed if ranks.world_size == 1 else 0  # a rank's bar counts its share only
+                total = initial + self._input_count(mine, len(plan.paths))
+                with self._progress_bar(total, initial, enabled=ranks.is_main) as bar:
+                    stats = self._run_chunks(plan.paths, mine, store.commit, bar, ranks.world_size)
+                stats = _combined(stats, ranks)  # waits for every rank's chunks
+            if not ranks.is_main:
+                return None
+            record = plan.finished or self._write_outputs(plan, store, writer, files)
         outputs = (*writer.files(), files.errors, files.record)
         return JobReport(record["images"], record["skipped"], resumed, stats, outputs, plan.finished is not None)
 
@@ -276,11 +284,11 @@ class BatchJob:
 
     def _plan(
         self, sources: Sequence[str], files_from: str | None, store: ChunkStore, writer: ResultsWriter,
-        files: JobFiles, overwrite: bool,
+        files: JobFiles, overwrite: bool, processes: int,
     ) -> _Plan:
         paths = collect_inputs(sources, files_from)
         writer.check_inputs(paths)
-        identity = self.settings.identity(paths)
+        identity = self.settings.identity(paths, self.options.batch_size, processes)
         record = read_record(files.record)
         outputs_exist = all(path.exists() for path in (*writer.files(), files.errors))
         if not store.exists() and record and record["identity"] == identity and outputs_exist:

@@ -29,6 +29,7 @@ row ``i`` belongs to ``positions[i]``; absent when no input of the chunk loaded)
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,11 @@ import numpy as np
 
 from ..errors import FastViTError, first_line
 from ..files import replaced_atomically, write_json_atomically
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, jobs are not guarded against each other
+    fcntl = None
 
 __all__ = ["ChunkResult", "ChunkStore", "JobFiles", "read_record", "sidecar", "write_record"]
 
@@ -74,20 +80,27 @@ class ChunkStore:
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
+        self._locked: int | None = None  # the descriptor holding the directory's lock
 
     def exists(self) -> bool:
         return self.directory.exists()
 
     def start(self, identity: Mapping[str, Any], overwrite: bool = False) -> set[int]:
         """Open the store for a job with ``identity``: create it, or reopen the one a run of the
-        same job left; return the indices of the chunks already committed.
+        same job left; return the indices of the chunks already committed. The directory stays
+        locked to this store until :meth:`release` or :meth:`remove` (or the process ends).
 
         Raises:
-            FastViTError: the directory holds an unfinished job with another identity (unless
-                ``overwrite``, which discards that job), or is not a job directory at all.
+            FastViTError: another job (another process, or another store) is writing the directory;
+                it holds an unfinished job with another identity (unless ``overwrite``, which
+                discards that job); or it is not a job directory at all.
         """
         identity = json.loads(json.dumps(identity))  # as it reads back from job.json
         job_file = self.directory / _JOB_FILE
+        if not job_file.exists() and self.exists() and any(p.name != f".{_JOB_FILE}.tmp" for p in self.directory.iterdir()):
+            raise FastViTError(f"{self.directory} exists and is not a fastvit job directory; move it away")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock()
         if job_file.exists():
             stored = json.loads(job_file.read_text(encoding="utf-8"))
             if stored == identity:
@@ -103,12 +116,36 @@ class ChunkStore:
                     f"{self.directory} holds an unfinished run with other settings (differing: {', '.join(changed)}); "
                     "rerun that command to finish it, or pass --overwrite to discard it and start over"
                 )
-            self.remove()
-        elif self.exists() and any(p.name != f".{_JOB_FILE}.tmp" for p in self.directory.iterdir()):
-            raise FastViTError(f"{self.directory} exists and is not a fastvit job directory; move it away")
-        self.directory.mkdir(parents=True, exist_ok=True)
+            self._empty()
         write_json_atomically(job_file, identity)
         return set()
+
+    def _lock(self) -> None:
+        """Take the directory for this store: an advisory lock, which the system drops when the
+        process ends however it ends, so no stale lock outlives a killed job."""
+        if self._locked is not None or fcntl is None:
+            return
+        descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise FastViTError(
+                f"another fastvit job is writing {self.directory}: wait for it to end (or stop it), or choose another --out"
+            ) from None
+        self._locked = descriptor
+
+    def release(self) -> None:
+        """Let another job take the directory."""
+        if self._locked is not None:
+            os.close(self._locked)
+            self._locked = None
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
     def _chunk_path(self, index: int) -> Path:
         return self.directory / f"chunk-{index:08d}.npz"
@@ -167,11 +204,16 @@ class ChunkStore:
     def remove(self) -> None:
         """Delete the directory; ``job.json`` goes last, so an interrupted removal leaves a job
         that a rerun resumes (recomputing the chunks already deleted)."""
+        self._empty()
+        (self.directory / _JOB_FILE).unlink(missing_ok=True)
+        self.directory.rmdir()
+        self.release()
+
+    def _empty(self) -> None:
+        """Delete everything but ``job.json``."""
         for path in self.directory.iterdir():
             if path.name != _JOB_FILE:
                 path.unlink()
-        (self.directory / _JOB_FILE).unlink(missing_ok=True)
-        self.directory.rmdir()
 
 
 # ----------------------------------------------------------------------------------------------

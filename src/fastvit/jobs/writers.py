@@ -4,6 +4,7 @@ or Parquet, embeddings as ``.npy`` or Parquet, arrays as ``.npy`` files, and the
 from __future__ import annotations
 
 import csv
+import errno
 import importlib.util
 import json
 import os
@@ -204,6 +205,7 @@ class NpyArrays(ResultsWriter):
                         matrices[name] = np.lib.format.open_memmap(
                             temporaries[name], mode="w+", dtype=values.dtype, shape=(rows, *values.shape[1:])
                         )
+                        _reserve(temporaries[name])
                     matrices[name][start : start + len(values)] = values
                 index.writerows([paths[position]] for position in chunk.positions.tolist())
                 start += len(chunk.positions)
@@ -213,6 +215,20 @@ class NpyArrays(ResultsWriter):
                 else:  # no image loaded
                     with open(temporary, "wb") as file:  # given a name, np.save would add ".npy" to it
                         np.save(file, np.zeros((0, *self.row_shapes.get(name, ())), np.float32))
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a file made to be written through a memory map (it is created
+    sparse): a disk that fills would otherwise strike at a write into the map, as a SIGBUS that
+    kills the process, not an error."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        return
+    with open(path, "r+b") as file:
+        try:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # else a filesystem without it
+                raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def write_errors(path: Path, store: ChunkStore, paths: Sequence[str]) -> int:
