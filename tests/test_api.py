@@ -173,6 +173,22 @@ def test_reset_classifier_and_pooling(t8):
         fastvit.create_model("fastvit_t8", global_pool="median")
 
 
+@pytest.mark.parametrize("fast, plain", [("fast", "avg"), ("fastavg", "avg"), ("fastmax", "max"),
+                                         ("fastavgmax", "avgmax"), ("fastcatavgmax", "catavgmax")])
+def test_timms_fast_pool_names(fast, plain):
+    """timm accepts its 'fast' pooling names at creation and in reset_classifier; they compute the same."""
+    model = synthetic_model("fastvit_t8", global_pool=fast)
+    assert model.global_pool == fast
+    features = torch.randn(2, 768, 2, 2)
+    assert torch.equal(model.forward_head(features, pre_logits=True),
+                       synthetic_model("fastvit_t8", global_pool=plain).forward_head(features, pre_logits=True))
+    x = torch.randn(2, 3, 64, 64)
+    model.reset_classifier(4, fast)
+    assert model(x).shape == (2, 4) and model.head_hidden_size == (1536 if plain == "catavgmax" else 768)
+    with pytest.raises(ValueError, match="global_pool"):
+        fastvit.create_model("fastvit_t8", global_pool="fastmedian")
+
+
 @pytest.mark.parametrize("in_chans", [1, 4])
 def test_in_chans(in_chans):
     model = fastvit.create_model("fastvit_t8", in_chans=in_chans).eval()

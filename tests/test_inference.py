@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import fastvit.runtime.predictor as predictor_module
 from fastvit.data import create_transform, load_image, resolve_data_config
 from fastvit.models.layers import AttentionBlock, LayerNorm2d, RepMixerBlock
 from fastvit.runtime.folds import FoldedAttentionBlock, FoldedRepMixerBlock, RepeatedDepthwiseConv2d, fold_for_inference
-from fastvit.runtime.onednn import OneDnnConv2d, onednn_available
+from fastvit.runtime.onednn import OneDnnConv2d, OneDnnFusion, onednn_available
 from fastvit.runtime.precision import PrecisionNotSupportedError, bf16_is_native
 from fastvit.runtime.predictor import AUTO_COMPILE_CALLS, COMPILE_PAYBACK_CALLS, MAX_COMPILED_SHAPES, Predictor
 
@@ -208,6 +209,40 @@ def test_compiled_with_onednn_graph():
     assert relative_error(predictor(x), reference(model, x)) <= RTOL
     assert relative_error(predictor(x), reference(model, x)) <= RTOL  # the fused graph, after profiling runs
     assert not torch.jit.onednn_fusion_enabled()  # process-wide TorchScript state left as found
+
+
+def test_onednn_fusion_stays_on_while_any_thread_runs_and_ends_as_found():
+    """Two threads inside at once: the first to leave used to switch the fuser off under the other,
+    and the last restored what it had found on entering (on): the user's own TorchScript models got
+    oneDNN fusion for the rest of the process."""
+    inside, first_left = threading.Barrier(2), threading.Event()
+    seen = []
+
+    def first():
+        with OneDnnFusion():
+            inside.wait()
+        first_left.set()
+
+    def second():
+        with OneDnnFusion():
+            inside.wait()
+            first_left.wait()
+            seen.append(torch.jit.onednn_fusion_enabled())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [True]
+    assert not torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(True)  # the user's own choice is kept too
+    try:
+        with OneDnnFusion(), OneDnnFusion(enabled=False):
+            pass
+        assert torch.jit.onednn_fusion_enabled()
+    finally:
+        torch.jit.enable_onednn_fusion(False)
 
 
 @needs_onednn

@@ -375,29 +375,33 @@ class AttentionBlock(nn.Module):
 
 
 class GlobalPool(nn.Module):
-    """Global pooling to a flat vector: 'avg', 'max', 'avgmax', 'catavgmax', or '' for none."""
+    """Global pooling to a flat vector: 'avg', 'max', 'avgmax', 'catavgmax', or '' for none. timm's
+    'fast' names ('fast' or 'fastavg', 'fastmax', 'fastavgmax', 'fastcatavgmax') are accepted and
+    compute the same."""
 
     pool_types = ("", "avg", "max", "avgmax", "catavgmax")
 
     def __init__(self, pool_type: str = "avg"):
         super().__init__()
-        if pool_type not in self.pool_types:
-            raise ValueError(f"global_pool must be one of {self.pool_types}, got {pool_type!r}")
-        self.pool_type = pool_type
+        kind = "avg" if pool_type == "fast" else pool_type.removeprefix("fast")
+        if kind not in self.pool_types:
+            raise ValueError(f"global_pool must be one of {self.pool_types} (or those with timm's 'fast' prefix), "
+                             f"got {pool_type!r}")
+        self.pool_type, self.kind = pool_type, kind
 
     @property
     def feat_mult(self) -> int:
-        return 2 if self.pool_type == "catavgmax" else 1
+        return 2 if self.kind == "catavgmax" else 1
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.pool_type == "":
+        if self.kind == "":
             return x
-        if self.pool_type == "avg":
+        if self.kind == "avg":
             return x.mean((2, 3))
-        if self.pool_type == "max":
+        if self.kind == "max":
             return x.amax((2, 3))
         avg, peak = x.mean((2, 3)), x.amax((2, 3))
-        return 0.5 * (avg + peak) if self.pool_type == "avgmax" else torch.cat((avg, peak), dim=1)
+        return 0.5 * (avg + peak) if self.kind == "avgmax" else torch.cat((avg, peak), dim=1)
 
     def extra_repr(self) -> str:
         return f"pool_type={self.pool_type!r}"
@@ -415,7 +419,7 @@ class ClassifierHead(nn.Module):
     def reset(self, num_classes: int, pool_type: str | None = None) -> None:
         if pool_type is not None:
             self.global_pool = GlobalPool(pool_type)
-        if num_classes and not self.global_pool.pool_type:
+        if num_classes and not self.global_pool.kind:
             raise ValueError("a classifier needs pooled features: pass a global_pool other than ''")
         self.num_features = self.in_features * self.global_pool.feat_mult
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -272,7 +272,7 @@ def _recast_grouped_convs(model: nn.Module) -> None:
     final_conv, head = getattr(model, "final_conv", None), getattr(model, "head", None)
     if (isinstance(final_conv, MobileOneBlock) and final_conv.reparam_conv is not None
             and RepeatedDepthwiseConv2d.applies_to(final_conv.reparam_conv) and isinstance(head, ClassifierHead)
-            and head.global_pool.pool_type in ("avg", "max", "avgmax")):
+            and head.global_pool.kind in ("avg", "max", "avgmax")):
         recast = RepeatedDepthwiseConv2d.from_grouped(final_conv.reparam_conv)
         if isinstance(final_conv.se, SqueezeExcite):
             _permute_squeeze_excite(final_conv.se, recast.permutation)

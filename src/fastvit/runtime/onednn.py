@@ -234,14 +234,28 @@ class _PlainConvAct(nn.Module):
 
 class OneDnnFusion:
     """TorchScript's oneDNN graph fuser (process-wide state) on inside the block (unless not
-    ``enabled``), and back as it was after."""
+    ``enabled``), and back as it was once the last thread inside such a block has left it:
+    threads running compiled pieces at once neither switch it off under each other nor leave it
+    on for the rest of the process."""
+
+    _lock = threading.Lock()
+    _inside = 0  # threads inside an enabled block
+    _before = False  # the fuser's state before the first of them entered
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
 
     def __enter__(self):
-        self.previous = torch.jit.onednn_fusion_enabled()
-        torch.jit.enable_onednn_fusion(self.enabled or self.previous)
+        if self.enabled:
+            with OneDnnFusion._lock:
+                if OneDnnFusion._inside == 0:
+                    OneDnnFusion._before = torch.jit.onednn_fusion_enabled()
+                    torch.jit.enable_onednn_fusion(True)
+                OneDnnFusion._inside += 1
 
     def __exit__(self, *exc):
-        torch.jit.enable_onednn_fusion(self.previous)
+        if self.enabled:
+            with OneDnnFusion._lock:
+                OneDnnFusion._inside -= 1
+                if OneDnnFusion._inside == 0:
+                    torch.jit.enable_onednn_fusion(OneDnnFusion._before)
