@@ -11,6 +11,7 @@ import fastvit
 from conftest import synthetic_model
 from fastvit.errors import UnknownModelError
 from fastvit.models.layers import LayerNorm2d
+from fastvit.runtime.precision import PrecisionNotSupportedError
 
 T8_MAPS = [(48, 64, 64), (96, 32, 32), (192, 16, 16), (384, 8, 8)]
 
@@ -236,3 +237,31 @@ def test_drop_rates_only_act_in_training():
         torch.testing.assert_close(model(x), model(x))
         model.train()
         assert not torch.allclose(model(x), model(x))
+
+
+def test_wrong_arguments_get_specific_errors():
+    """Each used to fail inside, with an AttributeError or a message about something else."""
+    with pytest.raises(TypeError, match="model_name is a model's name such as 'fastvit_t8', got 8"):
+        fastvit.create_model(8)
+    with pytest.raises(TypeError, match="Predictor takes a model"):
+        fastvit.Predictor("fastvit_t8")
+    with pytest.raises(TypeError, match="reparameterize takes a model"):
+        fastvit.reparameterize("fastvit_t8")
+    with pytest.raises(ValueError, match="no feature index given"):
+        fastvit.create_model("fastvit_t8", features_only=True, out_indices=())
+    with pytest.raises(TypeError, match="feature indices are whole numbers, got '01'"):
+        fastvit.create_model("fastvit_t8", features_only=True, out_indices="01")
+    for size in ((3, -1, 5), 0):
+        with pytest.raises(ValueError, match="input_size must be"):
+            fastvit.create_transform(input_size=size)
+    predictor = fastvit.Predictor(synthetic_model("fastvit_t8"), compile=False, input_size=(3, 64, 64))
+    for bad in (lambda: predictor.prepare([-1]), lambda: predictor.prepare([0]), lambda: predictor.expect(0, 100),
+                lambda: predictor.expect("8", 100), lambda: predictor.expect(1, -1)):
+        with pytest.raises(ValueError, match="must be a whole number of at least"):
+            bad()
+    assert fastvit.PrecisionNotSupportedError is PrecisionNotSupportedError  # the README names it
+
+
+def test_model_info_takes_height_and_width_too():
+    three = fastvit.model_info("fastvit_t8", input_size=(3, 224, 224))
+    assert fastvit.model_info("fastvit_t8", input_size=(224, 224)) == three

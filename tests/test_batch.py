@@ -421,8 +421,8 @@ def test_npy_output_on_a_full_disk_is_an_error_not_a_crash(tmp_path, monkeypatch
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        run = subprocess.run([sys.executable, "-c", _FILL_A_SMALL_DISK, str(tmp_path / "big.parts"), str(small / "e.npy")],
-                             capture_output=True, text=True, timeout=120)
+        script = [sys.executable, "-c", _FILL_A_SMALL_DISK, str(tmp_path / "big.parts"), str(small / "e.npy")]
+        run = subprocess.run(script, capture_output=True, text=True, timeout=120)
         assert run.returncode == 1, run  # -7 (SIGBUS) before
         assert run.stderr == f"{small / 'e.npy'}: No space left on device\n"
         assert list(small.iterdir()) == []

@@ -3,8 +3,10 @@ reference model's function, bf16 agrees with fp32 on real photos, and ``import f
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -209,6 +211,14 @@ def test_compiled_with_onednn_graph():
     assert relative_error(predictor(x), reference(model, x)) <= RTOL
     assert relative_error(predictor(x), reference(model, x)) <= RTOL  # the fused graph, after profiling runs
     assert not torch.jit.onednn_fusion_enabled()  # process-wide TorchScript state left as found
+
+
+def test_a_predictor_refuses_pickling_and_copying_with_a_clear_error():
+    """It used to fail on whichever of its lock, thread pool or sessions came first."""
+    predictor = Predictor(synthetic_model("fastvit_t8"))
+    for copied in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="a Predictor cannot be pickled or copied .* build a Predictor where"):
+            copied(predictor)
 
 
 def test_onednn_fusion_stays_on_while_any_thread_runs_and_ends_as_found():

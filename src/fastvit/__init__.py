@@ -19,6 +19,7 @@ from .models import (
     model_info,
     reparameterize,
 )
+from .runtime.precision import PrecisionNotSupportedError
 from .runtime.predictor import Predictor
 from .version import __version__  # noqa: F401 (public)
 
@@ -28,6 +29,7 @@ __all__ = [
     "FastVitFeatures",
     "FastViTError",
     "ImageLoadError",
+    "PrecisionNotSupportedError",
     "Predictor",
     "UnknownModelError",
     "WeightsUnavailableError",

@@ -130,12 +130,14 @@ def _check_timm_options(options: Mapping[str, Any]) -> None:
 def _image_size(input_size: int | Sequence[int]) -> tuple[int, int]:
     """(H, W) from an int, (H, W) or (C, H, W)."""
     if isinstance(input_size, int):
+        if input_size < 1:
+            raise ValueError(f"input_size must be positive, got {input_size}")
         return input_size, input_size
     size = tuple(int(s) for s in input_size)
     if len(size) == 3 and size[0] != 3:
         raise ValueError(f"fastvit transforms produce RGB images; input_size {size} has {size[0]} channels")
-    if len(size) not in (2, 3):
-        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
+    if len(size) not in (2, 3) or min(size) < 1:
+        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W) of positive sides, got {input_size!r}")
     return size[-2], size[-1]
 
 

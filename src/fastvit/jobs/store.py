@@ -97,7 +97,8 @@ class ChunkStore:
         """
         identity = json.loads(json.dumps(identity))  # as it reads back from job.json
         job_file = self.directory / _JOB_FILE
-        if not job_file.exists() and self.exists() and any(p.name != f".{_JOB_FILE}.tmp" for p in self.directory.iterdir()):
+        foreign = self.exists() and any(p.name != f".{_JOB_FILE}.tmp" for p in self.directory.iterdir())
+        if foreign and not job_file.exists():
             raise FastViTError(f"{self.directory} exists and is not a fastvit job directory; move it away")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -131,7 +132,8 @@ class ChunkStore:
         except BlockingIOError:
             os.close(descriptor)
             raise FastViTError(
-                f"another fastvit job is writing {self.directory}: wait for it to end (or stop it), or choose another --out"
+                f"another fastvit job is writing {self.directory}: wait for it to end (or stop it), "
+                "or choose another --out"
             ) from None
         self._locked = descriptor
 

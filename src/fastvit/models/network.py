@@ -6,6 +6,7 @@ wrapper follow timm's contract, and every state-dict key is the one timm uses.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from functools import partial
 
@@ -138,6 +139,12 @@ def feature_take_indices(num_features: int, indices: int | Sequence[int] | None 
             raise ValueError(f"cannot take the last {indices} of {num_features} feature maps")
         take = list(range(num_features - indices, num_features))
     else:
+        try:
+            indices = [operator.index(index) for index in indices]
+        except TypeError:
+            raise TypeError(f"feature indices are whole numbers, got {indices!r}") from None
+        if not indices:
+            raise ValueError("no feature index given (out_indices is empty)")
         take = []
         for index in indices:
             if not -num_features <= index < num_features:

@@ -150,6 +150,8 @@ def create_model(
     ``pretrained_cfg`` is a tag or a dict over the default tag's cfg, and ``scriptable``,
     ``exportable`` and ``no_jit`` are accepted (FastViT has no layer they would change).
     """
+    if not isinstance(model_name, str):
+        raise TypeError(f"model_name is a model's name such as 'fastvit_t8', got {model_name!r}")
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
     features_only = kwargs.pop("features_only", False)
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))

@@ -88,6 +88,8 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     The result computes the same function as ``model`` in eval mode. By default ``model`` is left
     untouched and a folded copy is returned; folding a folded model changes nothing.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"reparameterize takes a model (a torch.nn.Module), got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
     _fold_children(model)

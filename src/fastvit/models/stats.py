@@ -111,14 +111,16 @@ class ModelStats:
         }
 
 
-def model_info(name: str, input_size: tuple[int, int, int] | None = None, **kwargs) -> ModelStats:
-    """Params, MACs and activations of ``name`` at ``input_size`` (default: its pretrained cfg's),
-    in the train-time form that model cards report and in the fused inference form."""
+def model_info(name: str, input_size: tuple[int, ...] | None = None, **kwargs) -> ModelStats:
+    """Params, MACs and activations of ``name`` at ``input_size`` ((C, H, W) or (H, W); default: its
+    pretrained cfg's), in the train-time form that model cards report and in the fused inference form."""
     from .registry import create_model
 
     with torch.device("meta"):
         model = create_model(name, **kwargs)
     input_size = tuple(input_size or model.pretrained_cfg["input_size"])
+    if len(input_size) == 2:
+        input_size = (model.in_chans, *input_size)
     fused = reparameterize(model)
     return ModelStats(
         name, input_size, count_params(model), *count_ops(model, input_size),

@@ -13,7 +13,8 @@ from .compiling import COMPILERS
 from .onednn import onednn_available
 from .precision import PRECISIONS, PrecisionNotSupportedError
 
-__all__ = ["BACKENDS", "ENGINES", "check_batch", "check_counts", "check_input_size", "check_options", "input_size_of"]
+__all__ = ["BACKENDS", "ENGINES", "check_batch", "check_counts", "check_input_size", "check_options", "check_whole",
+           "input_size_of"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 ENGINES = ("onednn", "eager")
@@ -61,10 +62,10 @@ def check_options(
 def check_counts(micro_batch: int | None, streams: int | None, threads: int | None) -> None:
     for name, count, least in (("micro_batch", micro_batch, 0), ("streams", streams, 1), ("threads", threads, 1)):
         if count is not None:
-            _check_whole(name, count, least)
+            check_whole(name, count, least)
 
 
-def _check_whole(name: str, count: object, least: int) -> None:
+def check_whole(name: str, count: object, least: int) -> None:
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < least:
         raise ValueError(f"{name} must be a whole number of at least {least}, got {count!r}")
 
@@ -87,8 +88,8 @@ def check_input_size(model: nn.Module, input_size: Sequence[int], batch_size: in
     if len(size) != 3 or (channels is not None and size[0] != channels):
         raise ValueError(f"input_size must be (C, H, W) with C = {channels or 'the model channels'}, got {size}")
     for name, count in zip(("channels", "height", "width"), size):
-        _check_whole(f"input_size's {name}", count, 1)
-    _check_whole("batch_size", batch_size, 1)
+        check_whole(f"input_size's {name}", count, 1)
+    check_whole("batch_size", batch_size, 1)
     return tuple(int(count) for count in size)
 
 

@@ -67,7 +67,7 @@ from .compiling import (
 from .folds import fold_for_inference
 from .memory import keep_freed_memory
 from .onednn import from_onednn, to_onednn
-from .options import BACKENDS, ENGINES, check_batch, check_counts, check_options, input_size_of
+from .options import BACKENDS, ENGINES, check_batch, check_counts, check_options, check_whole, input_size_of
 from .precision import PRECISIONS, Bf16Rounding, PrecisionNotSupportedError, bf16_is_native, round_to_bf16_
 
 __all__ = [
@@ -145,6 +145,9 @@ class Predictor:
         cache_dir: str | os.PathLike[str] | None = None,
         inplace: bool = False,
     ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Predictor takes a model (a torch.nn.Module; fastvit.create_model makes one), "
+                            f"got {type(model).__name__}")
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
         on_cpu = self.device.type == "cpu"
@@ -268,6 +271,8 @@ class Predictor:
         at ``input_size`` run, now rather than on a later call's path. With ``freeze``, no other
         shape is ever compiled afterwards: calls of other sizes run uncompiled, so a server that
         pads its batches to these sizes never waits for the compiler and its memory stays flat."""
+        for batch in batch_sizes:
+            check_whole("a batch size", batch, 1)
         unknown = set(outputs) - {"forward", "embed"}
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}; expected 'forward' and/or 'embed'")
@@ -288,6 +293,8 @@ class Predictor:
         use, and every call's result depends on its shape alone, not on the calls before it (compiled
         and uncompiled pieces differ in the last bits), so a resumed job computes what an
         uninterrupted one does. The OpenVINO backend's static compilations follow the same rule."""
+        check_whole("batch_size", batch_size, 1)
+        check_whole("calls", calls, 0)
         if self.backend != "openvino" and (self.compiler is None or self.compile != "auto"):
             return
         if calls >= COMPILE_PAYBACK_CALLS:
@@ -365,6 +372,12 @@ class Predictor:
         if self._pool is None:
             self._pool = single_threaded_pool(self.streams)
         return self._pool
+
+    def __getstate__(self):
+        raise TypeError(
+            "a Predictor cannot be pickled or copied (it holds packed weights, compiled code, threads and "
+            "runtime sessions): pass the model (or its weights file) and build a Predictor where it runs"
+        )
 
     def __repr__(self) -> str:
         return (
