@@ -272,6 +272,7 @@ def _layouts(root: Path) -> dict[str, tuple[list[str], str]]:
     write_digits(root / "small", 3, per_class=3, classes=2)
     return {
         "missing folder": ([str(root / "missing"), "--val-split", "0.2"], f"no such folder: {root / 'missing'}"),
+        "missing folder, no split": ([str(root / "missing")], f"no such folder: {root / 'missing'}"),
         "no train folder": ([str(root / "empty" / "train" / "cat")],
                             f"{root / 'empty' / 'train' / 'cat'} has no train/"),
         "no images": ([str(root / "empty")], f"no images in {root / 'empty' / 'train'}"),

@@ -66,6 +66,8 @@ def _config(args: argparse.Namespace):
     with only the options a resumed run may change taken from the arguments."""
     from ..train.config import CHANGEABLE_ON_RESUME, TrainConfig
 
+    if args.checkpoint and not args.pretrained:
+        raise FastViTError("--no-pretrained starts from random weights and --checkpoint from a file: give one of them")
     values = {field.name: getattr(args, field.name) for field in fields(TrainConfig)
              if hasattr(args, field.name) and field.name != "out"}
     values["model"] = str(args.model)
@@ -125,7 +127,7 @@ too small to crop (a side under 1/8 of the input side) stops the run.
 files in RUN (--out): last.pt (state to resume, every epoch), best.safetensors (best validation top-1;
 its metadata names the model, classes and preprocessing, so fastvit predict/validate/export take it
 as it is), fused.safetensors (the same, reparameterized), classes.txt, metrics.jsonl, metrics.png,
-config.json (every option), errors.csv (skipped files).
+config.json (every option), errors.csv (skipped files, if any).
 
 resume a run stopped at any moment (Ctrl-C, SIGKILL, a crash): fastvit train --resume RUN. It goes on
 from the last finished epoch; on the CPU the result equals an uninterrupted run's.

@@ -34,6 +34,7 @@ __all__ = [
     "ENLARGEMENT_LIMIT",
     "Split",
     "TrainingData",
+    "check_data_folder",
     "check_images",
     "find_training_data",
     "find_validation_data",
@@ -109,7 +110,7 @@ def find_training_data(
     else:
         if data is None:
             raise FastViTError("give the data folder, or --train-list LIST")
-        root = Path(data)
+        root = check_data_folder(data)
         if val_split is None:
             train_by_class = class_folders(root / "train", hint=f"{root} has no train/ folder; give --val-split "
                                            "FRACTION to hold out part of its class folders for validation")
@@ -163,6 +164,14 @@ def write_list(path: Path, split: Split, classes: Sequence[str]) -> None:
         writer = csv.writer(file)
         writer.writerow(["path", "label"])
         writer.writerows((os.path.abspath(path), classes[label]) for path, label in zip(split.paths, split.labels))
+
+
+def check_data_folder(data: str | os.PathLike[str]) -> Path:
+    """The data folder ``data``, which must exist."""
+    root = Path(data)
+    if not root.is_dir():
+        raise FastViTError(f"no such folder: {root}")
+    return root
 
 
 def class_folders(root: Path, hint: str | None = None) -> dict[str, list[str]]:

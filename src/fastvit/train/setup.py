@@ -19,7 +19,7 @@ from ..models.registry import create_model
 from ..runtime.devices import Ranks, decided_by_main, default_device, default_workers
 from .checkpoints import check_resumable
 from .config import TrainConfig
-from .datasets import TrainingData, find_training_data, write_list
+from .datasets import TrainingData, check_data_folder, find_training_data, write_list
 from .metrics import write_errors
 
 __all__ = ["Run", "prepare_run"]
@@ -57,6 +57,8 @@ def prepare_run(config: TrainConfig, resumed: Mapping[str, Any] | None, ranks: R
         torch.set_num_threads(config.threads)
     if resumed is None:
         decided_by_main(ranks, lambda: _check_new_run(config))
+    if config.data is not None:  # before the model, whose weights may take a while to come
+        decided_by_main(ranks, lambda: check_data_folder(config.data))
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     if resumed is not None and "data_config" in resumed:  # last.pt holds the weights: none to fetch or read
         model = create_model(config.model, drop_path_rate=config.drop_path, inference_mode=is_fused(resumed["model"]))
