@@ -410,6 +410,22 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_output(photos, checkpoint, u
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.errors.csv", "emb.job.json", "emb.npy", "emb.paths.csv"]
 
 
+def test_sigterm_stops_a_job_in_one_line_and_it_resumes(photos, checkpoint, uninterrupted, tmp_path, capsys):
+    """SIGTERM (a scheduler's stop) ends the run as Ctrl-C does: one line, exit 143, nothing half-written."""
+    out = tmp_path / "emb.npy"
+    command = ["embed", str(photos[0]), "--out", str(out), "--checkpoint", str(checkpoint), *JOB_FLAGS]
+    process = subprocess.Popen([sys.executable, "-m", "fastvit", *command], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not list((tmp_path / "emb.parts").glob("chunk-*.npz")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert process.stderr.read() == "fastvit embed: terminated\n"
+    assert not [p for p in (tmp_path / "emb.parts").iterdir() if p.name.endswith(".tmp")]
+    assert run(capsys, *command)[0] == 0
+    assert_same_outputs(out, uninterrupted)
+
+
 def test_two_torchrun_processes_give_the_rows_of_one(photos, checkpoint, uninterrupted, tmp_path):
     out = tmp_path / "emb.npy"
     done = run_process(

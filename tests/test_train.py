@@ -166,6 +166,18 @@ def test_mixup_and_cutmix_mix_targets_as_the_images():
     assert 0 < pasted < 1 and float(targets[0, 3]) == pytest.approx(0.1 / 4 + 0.9 * pasted)
 
 
+def test_cutmix_box_puts_an_odd_sides_extra_pixel_after_the_centre():
+    """timm's rand_bbox spans [c - cut // 2, c + (cut + 1) // 2): a 15-pixel cut is 15 pixels wide
+    (it was 14, and a 1-pixel cut pasted nothing)."""
+
+    class Centre:  # the generator's draws: the centre of a 32 x 32 image
+        def integers(self, low, high):
+            return 16
+
+    assert MixupCutmix._box(torch.Size([32, 32]), 1 - (15.5 / 32) ** 2, Centre()) == (9, 24, 9, 24)
+    assert MixupCutmix._box(torch.Size([32, 32]), 1 - (1.5 / 32) ** 2, Centre()) == (16, 17, 16, 17)
+
+
 def test_ema_follows_the_weights_with_warmup():
     model = torch.nn.Linear(2, 2)
     ema = ModelEma(model, decay=0.99)
@@ -212,6 +224,14 @@ def test_rand_augment_ops_and_configs_equal_timms():
     steps = [type(step).__name__ for step in transform.transforms]
     assert steps == ["ToRGB", "RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "ToTensor", "Normalize"]
     assert transform.transforms[3].fill == (128, 128, 128)
+
+
+def test_posterize_beyond_magnitude_ten_keeps_all_or_no_bits():
+    """With --aa ...-mmax20, posterize asks for more than 8 or fewer than 0 bits, which Pillow
+    refuses: timm returns the image from 8 bits up, and old Pillow gave black below 0."""
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    assert augment_op("Posterize", image, 20.0) is image
+    assert not np.asarray(augment_op("PosterizeIncreasing", image, 15.0)).any()
 
 
 def test_recipe_options_train(digits, tmp_path, capsys):
@@ -324,6 +344,24 @@ def test_no_accumulated_gradient_carries_into_the_next_epoch(tmp_path):
     assert (learner.step, learner.pending) == (0, 1)
     learner.finish_epoch()
     assert (learner.step, learner.pending) == (1, 0) and all(p.grad is None for p in model.parameters())
+
+
+def test_the_epochs_last_short_accumulation_steps_on_the_mean_gradient(tmp_path, monkeypatch):
+    """With --grad-accum 3 and one batch left, the step used 1/3 of that batch's gradient; timm's
+    train.py divides the last group's losses by the number of batches it really has."""
+    torch.manual_seed(0)
+    model = fastvit.create_model("fastvit_t8", num_classes=2)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    config = TrainConfig(out=str(tmp_path), grad_accum=3)
+    F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    learner = Learner(model, model, config, total_steps=4, warmup_steps=0, device=torch.device("cpu"))
+    stepped = []
+    monkeypatch.setattr(learner, "_step", lambda: stepped.append([p.grad.clone() for p in model.parameters()]))
+    learner.learn(x, y, remaining=1)
+    assert len(stepped) == 1
+    assert all(torch.allclose(got, want, atol=1e-7) for got, want in zip(stepped[0], expected))
 
 
 def test_bad_data_fails_in_one_line(tmp_path, capsys):

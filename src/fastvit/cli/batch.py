@@ -134,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if len(labels) != model.num_classes:
         raise FastViTError(f"{args.labels} names {len(labels)} classes, the model has {model.num_classes}")
-    if args.top_k > model.num_classes:
+    if args.top_k > model.num_classes and "top_k" in args.given:  # the default (5) is cut to the classes there are
         raise FastViTError(f"--top-k {args.top_k} is more than the model's {model.num_classes} classes")
     writer = _predictions_writer(Path(args.out), labels, args.top_k) if args.out else None
     job = _batch_job(args, model, TopK(args.top_k))

@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUTS = 1  # --strict stopped at a file that cannot be read, or no input could be read
 EXIT_ERROR = 2  # arguments, model, weights, inputs or resume state: nothing was computed
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it ended
 
 
 class Parser(argparse.ArgumentParser):

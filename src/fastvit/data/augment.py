@@ -118,7 +118,9 @@ def augment_op(name: str, img: Image.Image, magnitude: float, negate: bool = Fal
     if base == "Posterize":
         bits = int(strength * 4)
         bits = 4 - bits if name != base else bits
-        if bits == 0:  # Posterize below magnitude 2.5 keeps no bit: black, as in timm with Pillow < 11
+        if bits >= 8:  # magnitudes above 20 (--aa ...-mmax): all bits kept, as timm does
+            return img
+        if bits <= 0:  # none kept (below magnitude 2.5, or above 12.5 increasing): black, as in timm with Pillow < 11
             return Image.new(img.mode, img.size)
         return ImageOps.posterize(img, bits)
     if base == "Solarize":

@@ -5,6 +5,7 @@ results of inputs ``[c * chunk_size, (c + 1) * chunk_size)``. For ``--out emb.np
 
     emb.parts/                 work in progress, removed once the outputs are written
         job.json               the job's identity: model, weights, transform, output kind, inputs...
+        .lock                  locked by the process running the job: a second job is refused
         chunk-00000012.npz     one committed chunk (arrays below)
     emb.npy                    the results (here with emb.paths.csv, the path of each row)
     emb.errors.csv             path, reason of every input that could not be read
@@ -28,6 +29,7 @@ row ``i`` belongs to ``positions[i]``; absent when no input of the chunk loaded)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -51,6 +53,7 @@ except ImportError:  # Windows: no advisory locks, jobs are not guarded against 
 __all__ = ["ChunkResult", "ChunkStore", "JobFiles", "read_record", "sidecar", "write_record"]
 
 _JOB_FILE = "job.json"
+_LOCK_FILE = ".lock"
 _CHUNK_NAME = re.compile(r"chunk-(\d{8})\.npz")
 _META_ARRAYS = ("positions", "failed_positions", "failed_reasons")
 
@@ -80,7 +83,7 @@ class ChunkStore:
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
-        self._locked: int | None = None  # the descriptor holding the directory's lock
+        self._locked: int | None = None  # the descriptor of the lock file, while this process holds it
 
     def exists(self) -> bool:
         return self.directory.exists()
@@ -88,16 +91,17 @@ class ChunkStore:
     def start(self, identity: Mapping[str, Any], overwrite: bool = False) -> set[int]:
         """Open the store for a job with ``identity``: create it, or reopen the one a run of the
         same job left; return the indices of the chunks already committed. The directory stays
-        locked to this store until :meth:`release` or :meth:`remove` (or the process ends).
+        locked to this process until :meth:`release` or :meth:`remove` (or the process ends).
 
         Raises:
-            FastViTError: another job (another process, or another store) is writing the directory;
+            FastViTError: another process is writing the directory (a job of its own);
                 it holds an unfinished job with another identity (unless ``overwrite``, which
                 discards that job); or it is not a job directory at all.
         """
         identity = json.loads(json.dumps(identity))  # as it reads back from job.json
         job_file = self.directory / _JOB_FILE
-        foreign = self.exists() and any(p.name != f".{_JOB_FILE}.tmp" for p in self.directory.iterdir())
+        ours = (f".{_JOB_FILE}.tmp", _LOCK_FILE)  # left by a job killed before its job.json was written
+        foreign = self.exists() and any(p.name not in ours for p in self.directory.iterdir())
         if foreign and not job_file.exists():
             raise FastViTError(f"{self.directory} exists and is not a fastvit job directory; move it away")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -122,15 +126,18 @@ class ChunkStore:
         return set()
 
     def _lock(self) -> None:
-        """Take the directory for this store: an advisory lock, which the system drops when the
-        process ends however it ends, so no stale lock outlives a killed job."""
+        """Take the directory for this process: a POSIX lock on its lock file, which the system
+        drops when the process ends however it ends (no stale lock outlives a killed job) and which
+        the decoding workers it forks do not hold."""
         if self._locked is not None or fcntl is None:
             return
-        descriptor = os.open(self.directory, os.O_RDONLY)
+        descriptor = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
             os.close(descriptor)
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             raise FastViTError(
                 f"another fastvit job is writing {self.directory}: wait for it to end (or stop it), "
                 "or choose another --out"
@@ -208,13 +215,14 @@ class ChunkStore:
         that a rerun resumes (recomputing the chunks already deleted)."""
         self._empty()
         (self.directory / _JOB_FILE).unlink(missing_ok=True)
+        (self.directory / _LOCK_FILE).unlink(missing_ok=True)
         self.directory.rmdir()
         self.release()
 
     def _empty(self) -> None:
-        """Delete everything but ``job.json``."""
+        """Delete everything but ``job.json`` and the lock."""
         for path in self.directory.iterdir():
-            if path.name != _JOB_FILE:
+            if path.name not in (_JOB_FILE, _LOCK_FILE):
                 path.unlink()
 
 

@@ -76,13 +76,17 @@ class Learner:
         self.step = 0  # optimizer steps taken
         self.lr = 0.0
         self.pending = 0  # batches accumulated since the last step
+        self.group = config.grad_accum  # batches the current step accumulates
 
-    def learn(self, images: Tensor, targets: Tensor, last_of_epoch: bool = False) -> float:
+    def learn(self, images: Tensor, targets: Tensor, remaining: int | None = None) -> float:
         """Forward and backward one batch (``targets``: class indices, or class probabilities
-        from mixup); step the optimizer when ``grad_accum`` batches are in, or at the epoch's end.
-        Returns the batch's loss."""
+        from mixup); step the optimizer when ``grad_accum`` batches are in. ``remaining`` (this
+        batch and those after it in the epoch) makes the epoch's last step accumulate fewer when
+        fewer are left, its loss the mean over those, as timm's train.py does. Returns the batch's loss."""
+        if self.pending == 0:
+            self.group = min(self.config.grad_accum, remaining or self.config.grad_accum)
         self.pending += 1
-        stepping = self.pending == self.config.grad_accum or last_of_epoch
+        stepping = self.pending == self.group
         syncing = stepping or not isinstance(self.network, nn.parallel.DistributedDataParallel)
         with contextlib.nullcontext() if syncing else self.network.no_sync():
             with self.autocast():
@@ -91,7 +95,7 @@ class Learner:
                 loss = soft_cross_entropy(logits, targets)
             else:
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
-            scaled = loss / self.config.grad_accum
+            scaled = loss / self.group
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if stepping:
             self._step()
@@ -274,7 +278,7 @@ class Trainer:
                 self.skipped[self.run.data.train.paths[batch.indices[0]]] = ALONE_IN_ITS_BATCH
                 continue
             inputs, targets = self._inputs(batch, epoch, index)
-            loss = self.learner.learn(inputs, targets, last_of_epoch=index == batches - 1)
+            loss = self.learner.learn(inputs, targets, remaining=batches - index)
             loss_sum, images = loss_sum + loss * len(batch.indices), images + len(batch.indices)
             elapsed = time.perf_counter() - started
             bar.set_postfix_str(f"loss {loss_sum / images:.4f}, {images * self.ranks.world_size / elapsed:.1f} img/s")

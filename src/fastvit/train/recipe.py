@@ -195,8 +195,9 @@ class MixupCutmix:
         cut = math.sqrt(1 - factor)
         box_h, box_w = int(height * cut), int(width * cut)
         center_y, center_x = int(rng.integers(0, height)), int(rng.integers(0, width))
-        top, bottom = np.clip([center_y - box_h // 2, center_y + box_h // 2], 0, height)
-        left, right = np.clip([center_x - box_w // 2, center_x + box_w // 2], 0, width)
+        # an odd side puts its extra pixel after the centre, as timm's rand_bbox does
+        top, bottom = np.clip([center_y - box_h // 2, center_y + (box_h + 1) // 2], 0, height)
+        left, right = np.clip([center_x - box_w // 2, center_x + (box_w + 1) // 2], 0, width)
         return int(top), int(bottom), int(left), int(right)
 
 
