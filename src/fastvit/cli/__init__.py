@@ -41,16 +41,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _stop(signum, frame):
-    """Ctrl-C or SIGTERM: stop where the command is. A decoding worker may then end before the
-    thread that hands it shared tensors does, and that thread's broken pipe is no news: it is kept
-    off the terminal."""
-    report = sys.excepthook
-
-    def quiet(kind, value, traceback):
-        if not issubclass(kind, (BrokenPipeError, ConnectionResetError)):
-            report(kind, value, traceback)
-
-    sys.excepthook = quiet
+    """Ctrl-C or SIGTERM: stop where the command is."""
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 

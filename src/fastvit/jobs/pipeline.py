@@ -5,6 +5,8 @@ an exception in a worker."""
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -18,7 +20,8 @@ from ..data import ImageDecoder, stack_images
 from ..errors import ImageLoadError
 from .store import ChunkResult
 
-__all__ = ["WORKER_NICENESS", "ImageFiles", "LoadedBatch", "chunk_result", "collate", "init_worker", "split_evenly"]
+__all__ = ["WORKER_NICENESS", "ImageFiles", "LoadedBatch", "chunk_result", "collate", "hush_resource_sharer",
+           "init_worker", "split_evenly"]
 
 
 class _PathTable:
@@ -109,6 +112,21 @@ it waits for images. Not the lowest (19): next to other busy processes, decoders
 def init_worker(worker_id: int) -> None:
     if hasattr(os, "nice"):  # not on Windows
         os.nice(WORKER_NICENESS)
+    hush_resource_sharer()
+
+
+def hush_resource_sharer() -> None:
+    """Keep off the terminal what multiprocessing's resource sharer reports: the thread through which
+    a decoding worker hands its batches' shared memory to the job. Its connections break when the
+    job stops mid-transfer (Ctrl-C, SIGTERM), which is no news; a real failure shows in the job,
+    where the batch was awaited."""
+    report = sys.excepthook
+
+    def quiet(kind, value, trace):
+        if not any(frame.f_code.co_filename.endswith("resource_sharer.py") for frame, _ in traceback.walk_tb(trace)):
+            report(kind, value, trace)
+
+    sys.excepthook = quiet
 
 
 def chunk_result(chunk: int, batches: list[tuple[LoadedBatch, dict[str, np.ndarray]]]) -> ChunkResult:
