@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import FastViTError
+from ..files import replaced_atomically
 from .options import check_input_size
 
 __all__ = [
@@ -323,7 +324,8 @@ def export_torchscript(
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, not removed
         traced = torch.jit.trace(wrapped, example_input(batch_size, input_size, 0), check_trace=False)
-        torch.jit.save(traced, str(path))
+        with replaced_atomically(path) as temporary, open(temporary, "wb") as file:  # OSError, not torch's RuntimeError
+            torch.jit.save(traced, file)
     result = ExportResult(path, "torchscript", input_size, batch_size, True, True, None, time.perf_counter() - start)
     if check:
         with warnings.catch_warnings():
