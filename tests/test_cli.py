@@ -458,3 +458,17 @@ def test_benchmark_runs_each_path_in_its_own_worker_and_checks_it_against_the_fu
         assert path["batch_ms"]["1"] and path["batch_ms"]["2"]
     for key in ("channels_last", "default"):
         assert measured[key]["max_abs_diff"] < 1e-5
+
+
+def test_benchmark_checks_bf16_without_native_kernels_on_the_reference_images(tmp_path):
+    """Where bf16 is not native, the benchmark still times it, checked on one image: which was not
+    the reference's first image, so its difference from fp32 read 0.44 instead of 0.01."""
+    results = tmp_path / "bench.json"
+    no_bf16 = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-m", "fastvit", "benchmark", "fastvit_t8", "--paths", "bf16",
+                           "--batch-sizes", "1", "--rounds", "1", "--input-size", "64", "64", "--json", str(results)],
+                          capture_output=True, text=True, env=no_bf16, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(results.read_text())
+    assert not measured["bf16_native"] and "not native" in done.stdout
+    assert 0 < measured["paths"]["bf16"]["max_abs_diff"] < 0.05

@@ -44,8 +44,8 @@ def check_options(
             raise PrecisionNotSupportedError(
                 f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 (AVX512-BF16, "
                 "AVX-NE-CONVERT or AMX): bf16 kernels fall back to reference code here, many times slower than fp32. "
-                "Use precision='fp32', or allow_emulated_bf16=True for bf16 numerics emulated at fp32 speed "
-                "(to study accuracy, not for speed)"
+                "Use fp32 (precision='fp32'; --precision fp32 on the command line); in Python, allow_emulated_bf16=True "
+                "emulates bf16 numerics at fp32 speed (to study accuracy, not for speed)"
             )
         if emulate_bf16 and compile and compile != "auto":
             raise ValueError("emulated bf16 cannot be compiled")
