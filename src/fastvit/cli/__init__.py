@@ -2,8 +2,8 @@
 
 One module per command group registers its subcommands (``add_commands``): :mod:`.info` (list, info),
 :mod:`.batch` (predict, features, embed), :mod:`.export` (export), :mod:`.benchmark` (benchmark), :mod:`.serve`
-(serve), :mod:`.train` (train, validate). Heavy modules are imported inside the commands that need them, so ``fastvit --help`` and
-``fastvit list`` start fast.
+(serve), :mod:`.train` (train, validate). Optional runtimes (ONNX Runtime, OpenVINO, the server, pyarrow) are
+imported inside the commands that need them; torch comes with the package itself.
 Every expected failure ends as one line on stderr and a non-zero exit code: 1 for bad input images
 (``--strict``, or none readable), 2 for anything else; 130 when interrupted (Ctrl-C), 143 on SIGTERM.
 """

@@ -89,7 +89,7 @@ class BenchmarkResult:
         for result in self.paths.values():
             if result.error:
                 dashes = " | ".join(["–"] * 9)
-                lines.append(f"| {result.label} | {result.precision} | {dashes} | {result.error[:80]} |")
+                lines.append(f"| {result.label} | {result.precision} | {dashes} | {result.error} |")
                 continue
             ov = self._openvino_peer(result.precision)
             b1, thr = result.median_ms(1), result.throughput(big)

@@ -187,7 +187,8 @@ def _unavailable(run: _Run, spec: PathSpec, bf16_native: bool) -> str:
     if needed and not run.available.get(needed, True):
         python = run.peer_python.get(spec.runtime, sys.executable)
         extra = {"onnxruntime": "onnx", "openvino": "openvino"}.get(needed)
-        return f"skipped: {needed} not importable by {python}" + (f" (pip install 'fastvit[{extra}]')" if extra else "")
+        install = f"pip install 'fastvit[{extra}]'; " if extra else ""
+        return f"skipped: {needed} missing ({install}not importable by {python})"
     if spec.precision == "bf16" and spec.key != "bf16" and not bf16_native:
         return "skipped: this CPU has no native bf16"
     return ""
