@@ -95,7 +95,11 @@ def export_openvino(
     for port, name in zip(converted.outputs, names):
         port.get_tensor().set_names({name})
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as scratch:
+    try:
+        scratch_folder = tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-")
+    except OSError as error:  # name the file asked for, not the scratch folder beside it
+        raise OSError(error.errno, error.strerror, str(path)) from error
+    with scratch_folder as scratch:
         written = Path(scratch) / path.name
         ov.save_model(converted, str(written), compress_to_fp16=False)  # fp16 weights would not be exact
         os.replace(written.with_suffix(".bin"), path.with_suffix(".bin"))
