@@ -138,15 +138,15 @@ def png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, checkpoint):
     """main: batch sizes 1, 2, 4 and a 1 MiB upload limit; guarded: two worker processes, an API
-    key from the environment and a 1 ms timeout; small: room for one image at a time, and the
-    user's own OpenMP spin count."""
+    key from the environment and a 1 ms timeout; small: room for one image at a time, half a second
+    for an upload to arrive, and the user's own OpenMP spin count."""
     logs = tmp_path_factory.mktemp("serve-logs")
     started = {
         "main": start(logs / "main.log", checkpoint, "--max-batch-size", "4", "--threads", "1", "--max-upload-mb", "1"),
         "guarded": start(logs / "guarded.log", checkpoint, "--workers", "2", "--max-batch-size", "1", "--threads", "1",
                          "--timeout", "0.001", env={"FASTVIT_API_KEY": KEY}),
         "small": start(logs / "small.log", checkpoint, "--max-batch-size", "1", "--threads", "1", "--max-queue", "1",
-                       env={"GOMP_SPINCOUNT": "5000"}),
+                       "--upload-timeout", "0.5", env={"GOMP_SPINCOUNT": "5000"}),
     }
     try:
         for name, server in started.items():
@@ -463,6 +463,24 @@ def test_a_request_past_the_timeout_gets_504(servers):
     status, answer = call_json(servers["guarded"], "POST", "/v1/predict", (IMAGES / "chelsea.png").read_bytes(),
                                "image/png", key=KEY)
     assert status == 504 and "timeout of 0.001 s" in answer["reason"]
+
+
+def test_a_stalled_upload_gets_408_and_its_connection_back(servers):
+    """A client that stops sending its body used to hold its connection for ever (no timeout ran
+    before the upload was in): a slow-upload attack needed no more than that."""
+    with socket.create_connection(("127.0.0.1", servers["small"].port), timeout=30) as client:
+        client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: 69\r\n\r\n" + b"\x89PNG" + b"\0" * 26)  # 30 of the 69 bytes, then nothing
+        started, answer = time.monotonic(), b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = client.recv(4096)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 20
+    assert json.loads(body)["reason"] == "the upload did not arrive within 0.5 s"
+    assert call_json(servers["small"], "GET", "/healthz")[0] == 200
 
 
 def test_worker_processes_share_the_port_and_stop_on_sigterm(servers):

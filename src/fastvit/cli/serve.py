@@ -45,6 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         timeout=args.timeout,
+        upload_timeout=args.upload_timeout,
         max_upload_mb=args.max_upload_mb,
         api_key=args.api_key or os.environ.get(API_KEY_VARIABLE) or None,
         access_log=args.access_log,
@@ -105,6 +106,8 @@ def add_commands(commands) -> None:
                           help="most images held at once; beyond it requests get 503 with Retry-After (default 256)")
     batching.add_argument("--timeout", type=positive_number, default=30.0, metavar="SECONDS",
                           help="a request not answered in this time gets 504 (default 30)")
+    batching.add_argument("--upload-timeout", type=positive_number, default=30.0, metavar="SECONDS",
+                          help="an upload not arrived in this time gets 408 (default 30)")
     batching.add_argument("--max-upload-mb", type=positive_number, default=20.0, metavar="MB",
                           help="largest request body in MiB; larger ones get 413 (default 20)")
     parser.set_defaults(run=cmd_serve)

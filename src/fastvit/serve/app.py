@@ -169,7 +169,8 @@ async def models(request: Request) -> JSONResponse:
     service, _ = serving.ready()
     settings = serving.settings
     limits = {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
-              "max_queue": settings.max_queue, "timeout": settings.timeout, "max_upload_mb": settings.max_upload_mb}
+              "max_queue": settings.max_queue, "timeout": settings.timeout,
+              "upload_timeout": settings.upload_timeout, "max_upload_mb": settings.max_upload_mb}
     return JSONResponse({"models": [{**service.describe(), "serving": limits}]})
 
 
@@ -225,9 +226,13 @@ async def embed(request: Request) -> Response:
 
 
 async def _read(request: Request, several: bool) -> list[Upload]:
+    """The request's uploads, which must arrive within the upload timeout."""
     settings = _serving(request).settings
-    return await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_queue,
-                              several=several)
+    reading = read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_queue, several=several)
+    try:
+        return await asyncio.wait_for(reading, settings.upload_timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the upload did not arrive within {settings.upload_timeout:g} s") from None
 
 
 async def _run(request: Request, several: bool) -> list[ModelOutputs]:

@@ -9,6 +9,7 @@ __all__ = ["openapi_document"]
 _ERRORS = {
     400: "Bad request: empty upload, a form without a file, or a bad query parameter.",
     401: "Missing or wrong API key (when the server has one).",
+    408: "The upload did not arrive within the server's upload timeout.",
     409: "The model cannot answer this: no class names, or no head to project with.",
     413: "The upload is over the server's size limit (checked while it arrives).",
     415: "Unsupported media type: send image/*, application/octet-stream or multipart/form-data.",
@@ -57,13 +58,13 @@ def openapi_document(api_key: bool) -> dict[str, Any]:
         "paths": {
             "/v1/predict": {"post": _operation(
                 "Top-k classes of one image", _json("Prediction"), [top_k], _IMAGE_BODY,
-                errors=(400, 409, 413, 415, 422, 503, 504))},
+                errors=(400, 408, 409, 413, 415, 422, 503, 504))},
             "/v1/predict/batch": {"post": _operation(
                 "Top-k classes of each image of a multipart form; unreadable images get their own status and reason",
                 _json("BatchPrediction"), [top_k],
                 {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
                     "file": {"type": "array", "items": _BINARY}}}}}},
-                errors=(400, 409, 413, 415, 503, 504))},
+                errors=(400, 408, 409, 413, 415, 503, 504))},
             "/v1/embed": {"post": _operation(
                 "The pooled embedding of one image: JSON, or little-endian float32 bytes with "
                 "Accept: application/octet-stream",
@@ -72,7 +73,7 @@ def openapi_document(api_key: bool) -> dict[str, Any]:
                     "application/octet-stream": {"schema": _BINARY}}},
                 [_query("normalize", "boolean", "Scale to unit L2 length."),
                  _query("projected", "boolean", "The model's own output (a MobileCLIP tower's CLIP embedding).")],
-                _IMAGE_BODY, errors=(400, 409, 413, 415, 422, 503, 504))},
+                _IMAGE_BODY, errors=(400, 408, 409, 413, 415, 422, 503, 504))},
             "/v1/models": {"get": _operation("The model served: name, tag, classes, input size, precision, backend",
                                              _json(None), errors=(503,))},
             "/healthz": {"get": _operation("Liveness: the process answers", _json(None), open=True)},

@@ -33,6 +33,8 @@ class ServeSettings:
         max_queue: most images the server holds at once (decoding, waiting or in the model);
             requests beyond it are answered 503 with ``Retry-After``.
         timeout: seconds a request may take from its upload being read to its answer (else 504).
+        upload_timeout: seconds a request's upload may take to arrive (else 408): a client that stalls
+            its upload would otherwise hold its connection for ever.
         max_upload_mb: largest request body, in MiB (else 413).
         api_key: when set, every route but ``/healthz`` needs it.
         access_log: log every request.
@@ -53,6 +55,7 @@ class ServeSettings:
     max_wait_ms: float = 50.0
     max_queue: int = 256
     timeout: float = 30.0
+    upload_timeout: float = 30.0
     max_upload_mb: float = 20.0
     api_key: str | None = None
     access_log: bool = False
