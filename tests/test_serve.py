@@ -297,6 +297,9 @@ def test_embed_equals_pre_logits(servers, reference):
                                 headers={"Accept": "application/octet-stream"})
     assert status == 200 and headers["x-embedding-size"] == "768"
     np.testing.assert_allclose(np.frombuffer(raw, dtype="<f4"), pooled, rtol=1e-4, atol=1e-5)
+    status, headers, raw = call(main_server, "POST", "/v1/embed", data, "image/png",
+                                headers={"Accept": "application/json, application/octet-stream;q=0"})
+    assert status == 200 and headers["content-type"] == "application/json"  # q=0: not acceptable
 
     status, answer = call_json(main_server, "POST", "/v1/embed?projected=1", data, "image/png")
     assert status == 200 and answer["size"] == 1000  # the model's own output: logits here

@@ -199,6 +199,21 @@ async def predict_batch(request: Request) -> JSONResponse:
     return JSONResponse({"model": service.model_name, "results": results})
 
 
+def _prefers_bytes(accept: str) -> bool:
+    """Whether an Accept header asks for ``application/octet-stream`` (with a q-value above 0) at least
+    as much as for ``application/json``."""
+    quality = {}
+    for entry in accept.split(","):
+        media, *parameters = (part.strip() for part in entry.split(";"))
+        q = next((value for name, _, value in (p.partition("=") for p in parameters) if name.strip() == "q"), "1")
+        try:
+            quality[media.lower()] = float(q)
+        except ValueError:
+            quality[media.lower()] = 0.0
+    as_bytes = quality.get("application/octet-stream", 0.0)
+    return as_bytes > 0 and as_bytes >= quality.get("application/json", 0.0)
+
+
 async def embed(request: Request) -> Response:
     """The pooled embedding of one image (or with ``projected``, the model's own output: a
     MobileCLIP tower's CLIP embedding), as JSON or as little-endian float32 bytes."""
@@ -211,7 +226,7 @@ async def embed(request: Request) -> Response:
     vector = output.logits if projected else output.embedding
     if normalize:
         vector = torch.nn.functional.normalize(vector, dim=-1)
-    if "application/octet-stream" in request.headers.get("accept", ""):
+    if _prefers_bytes(request.headers.get("accept", "")):
         return Response(vector.numpy().astype("<f4").tobytes(), media_type="application/octet-stream",
                         headers={"X-Embedding-Size": str(vector.numel())})
     return JSONResponse({
