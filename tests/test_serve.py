@@ -468,22 +468,53 @@ def test_a_request_past_the_timeout_gets_504(servers):
     assert status == 504 and "timeout of 0.001 s" in answer["reason"]
 
 
+def stalled_upload(port: int) -> socket.socket:
+    """A connection that sends a request's headers and 30 of its body's 69 bytes, then nothing."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 69\r\n\r\n"
+                   + b"\x89PNG" + b"\0" * 26)
+    return client
+
+
+def answer_of(client: socket.socket) -> tuple[bytes, dict]:
+    """The status line and JSON body of the one answer on ``client``."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        data = client.recv(4096)
+        if not data:
+            break
+        answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
 def test_a_stalled_upload_gets_408_and_its_connection_back(servers):
     """A client that stops sending its body used to hold its connection for ever (no timeout ran
     before the upload was in): a slow-upload attack needed no more than that."""
-    with socket.create_connection(("127.0.0.1", servers["small"].port), timeout=30) as client:
-        client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                       b"Content-Length: 69\r\n\r\n" + b"\x89PNG" + b"\0" * 26)  # 30 of the 69 bytes, then nothing
-        started, answer = time.monotonic(), b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            data = client.recv(4096)
-            if not data:
-                break
-            answer += data
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 20
-    assert json.loads(body)["reason"] == "the upload did not arrive within 0.5 s"
+    started = time.monotonic()
+    with stalled_upload(servers["small"].port) as client:
+        status, answer = answer_of(client)
+    assert status.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 20
+    assert answer["reason"] == "the upload did not arrive within 0.5 s"
     assert call_json(servers["small"], "GET", "/healthz")[0] == 200
+
+
+def test_a_stopping_server_answers_an_upload_still_arriving_with_503(tmp_path, checkpoint):
+    """At the end of the grace period a stopping server cancels what is left: an upload still
+    arriving got a plain-text 500 and the log a traceback."""
+    server = start(tmp_path / "stopping.log", checkpoint, "--timeout", "1", "--threads", "1")
+    try:
+        server.wait_until_ready()
+        with stalled_upload(server.port) as client:
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            status, answer = answer_of(client)
+        assert status.startswith(b"HTTP/1.1 503 ") and answer["reason"].startswith("the server is stopping")
+        assert server.process.wait(timeout=60) == 0
+        assert "Traceback" not in server.log.read_text()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
 
 
 def test_worker_processes_share_the_port_and_stop_on_sigterm(servers):

@@ -241,13 +241,16 @@ async def embed(request: Request) -> Response:
 
 
 async def _read(request: Request, several: bool) -> list[Upload]:
-    """The request's uploads, which must arrive within the upload timeout."""
+    """The request's uploads, which must arrive within the upload timeout. A stopping server cancels
+    the uploads still coming in once its grace period is over: those get a 503."""
     settings = _serving(request).settings
     reading = read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_queue, several=several)
     try:
         return await asyncio.wait_for(reading, settings.upload_timeout)
     except asyncio.TimeoutError:
         raise ApiError(408, f"the upload did not arrive within {settings.upload_timeout:g} s") from None
+    except asyncio.CancelledError:
+        raise ApiError(503, "the server is stopping: the upload was still arriving") from None
 
 
 async def _run(request: Request, several: bool) -> list[ModelOutputs]:
